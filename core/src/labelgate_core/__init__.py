@@ -1,0 +1,1 @@
+"""Labelgate core: events, ports and adapters, settings and observability shared by every service."""

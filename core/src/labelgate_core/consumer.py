@@ -1,0 +1,186 @@
+"""The event consumer every service runs: poll, apply each event exactly once, commit, dead-letter.
+
+Each event's effect, its inbox record and the events it causes (outbox) are written in one store
+transaction; the bus offset is committed only after that transaction. A batch of records is first tried in
+one transaction (fast path); if any handler fails, the batch is rolled back and each record is retried on its
+own with bounded, jittered backoff, so one bad message never blocks or poisons its neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_attempt, wait_random_exponential
+
+from .bus.port import Bus, CommitFailedError, Consumer, OutgoingMessage, Record, TopicPartition
+from .errors import PermanentError
+from .events import Event
+from .store.port import Transaction
+from .topics import decode, dlq_topic, encode, headers_for
+
+log = logging.getLogger(__name__)
+
+PROCESSED = Counter(
+    "labelgate_consumer_events_total", "Events handled by a consumer group, by result", ["group", "result"]
+)
+HANDLE_SECONDS = Histogram(
+    "labelgate_consumer_handle_seconds",
+    "Time to apply one poll's batch of events, store commit included",
+    ["group"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LAG = Gauge("labelgate_consumer_lag_messages", "Messages not yet committed by a consumer group", ["group", "topic"])
+
+
+class HandlerContext:
+    """What a handler gets besides its event: the transaction, a way to emit events, and after-commit hooks."""
+
+    def __init__(self, tx: Transaction, after_commit: list[Callable[[], None]]) -> None:
+        self.tx = tx
+        self._after_commit = after_commit
+
+    async def emit(self, event: Event) -> None:
+        await self.tx.add_outbox(event.topic, event.key, encode(event), headers_for(event))
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the transaction is durable (in-memory caches, metrics, wake-ups)."""
+        self._after_commit.append(callback)
+
+
+Handler = Callable[[Event, HandlerContext], Awaitable[None]]
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 2.0
+
+
+@dataclass
+class EventConsumer:
+    """Runs one consumer group over ``handlers`` (topic → handler) until ``stopping`` is set."""
+
+    bus: Bus
+    store_transaction: Callable[[], AbstractAsyncContextManager[Transaction]]
+    group_id: str
+    handlers: Mapping[str, Handler]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_records: int = 200
+    poll_timeout_s: float = 0.2
+    _consumer: Consumer | None = None
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        consumer = self._consumer = self.bus.consumer(self.group_id, list(self.handlers))
+        await consumer.start()
+        last_lag = 0.0
+        try:
+            while not stopping.is_set():
+                records = await consumer.poll(max_records=self.max_records, timeout_s=self.poll_timeout_s)
+                if time.monotonic() - last_lag > 2.0:
+                    await self._export_lag(consumer)
+                    last_lag = time.monotonic()
+                if not records:
+                    self.idle.set()
+                    continue
+                self.idle.clear()
+                started = time.perf_counter()
+                await self._process_batch(records)
+                HANDLE_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
+                offsets: dict[TopicPartition, int] = {}
+                for record in records:
+                    offsets[record.tp] = record.offset + 1
+                try:
+                    await consumer.commit(offsets)
+                except CommitFailedError:
+                    log.warning("commit refused after a rebalance; records will be redelivered",
+                                extra={"group": self.group_id})
+        finally:
+            await consumer.stop()
+
+    async def _export_lag(self, consumer: Consumer) -> None:
+        per_topic: dict[str, int] = {}
+        for tp, lag in (await consumer.lag()).items():
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + lag
+        for topic, lag in per_topic.items():
+            LAG.labels(self.group_id, topic).set(lag)
+
+    async def _process_batch(self, records: Sequence[Record]) -> None:
+        decoded: list[tuple[Record, Event]] = []
+        for record in records:
+            try:
+                decoded.append((record, decode(record.topic, record.value)))
+            except (ValidationError, ValueError, KeyError) as exc:
+                await self._dead_letter(record, exc, attempts=1)
+        if not decoded:
+            return
+        hooks: list[Callable[[], None]] = []
+        try:
+            async with self.store_transaction() as tx:
+                for _, event in decoded:
+                    await self._apply(tx, event, hooks)
+        except Exception:
+            # Roll back the batch; each record alone decides retry or dead letter.
+            for record, event in decoded:
+                await self._process_one(record, event)
+            return
+        PROCESSED.labels(self.group_id, "ok").inc(len(decoded))
+        _run_hooks(hooks)
+
+    async def _apply(self, tx: Transaction, event: Event, hooks: list[Callable[[], None]]) -> None:
+        if not await tx.claim_event(self.group_id, event.event_id):
+            hooks.append(lambda: PROCESSED.labels(self.group_id, "duplicate").inc())
+            return
+        await self.handlers[event.topic](event, HandlerContext(tx, hooks))
+
+    async def _process_one(self, record: Record, event: Event) -> None:
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.retry.max_attempts),
+                wait=wait_random_exponential(multiplier=self.retry.backoff_initial_s, max=self.retry.backoff_max_s),
+                retry=retry_if_not_exception_type(PermanentError),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    hooks: list[Callable[[], None]] = []
+                    async with self.store_transaction() as tx:
+                        await self._apply(tx, event, hooks)
+                    _run_hooks(hooks)
+                    PROCESSED.labels(self.group_id, "ok").inc()
+        except Exception as exc:
+            log.warning(
+                "event dead-lettered",
+                extra={"group": self.group_id, "topic": record.topic, "event_id": event.event_id,
+                       "attempts": attempts, "error": repr(exc)},
+            )
+            await self._dead_letter(record, exc, attempts=attempts)
+
+    async def _dead_letter(self, record: Record, exc: BaseException, *, attempts: int) -> None:
+        headers = (
+            *record.headers,
+            ("dlq.original_topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            ("dlq.error", repr(exc)[:2000].encode()),
+            ("dlq.attempts", str(attempts).encode()),
+            ("dlq.group", self.group_id.encode()),
+        )
+        await self.bus.publish([OutgoingMessage(dlq_topic(record.topic), record.key, record.value, headers)])
+        PROCESSED.labels(self.group_id, "dead_lettered").inc()
+
+
+def _run_hooks(hooks: list[Callable[[], None]]) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("after-commit hook failed")

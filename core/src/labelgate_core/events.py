@@ -1,0 +1,229 @@
+"""Labelgate's events: one frozen, versioned pydantic model per topic, all sharing one envelope."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from uuid6 import uuid7
+
+
+def new_id() -> str:
+    """A UUIDv7: time-ordered, so ids sort by creation and index well."""
+    return str(uuid7())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    """Value objects inside events: immutable, and tolerant of fields added by newer producers."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class TaskType(StrEnum):
+    classification = "classification"
+    multi_label = "multi_label"
+    entities = "entities"
+    boxes = "boxes"
+
+
+class LabelDef(Frozen):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: str = ""
+
+
+class TaskSpec(Frozen):
+    """What is to be labeled: carried on every item so that downstream services need no lookup."""
+
+    type: TaskType = TaskType.classification
+    labels: tuple[LabelDef, ...]
+    subjective: bool = False
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label.name for label in self.labels)
+
+
+class RoutingPolicy(Frozen):
+    """The project's routing settings at the time the item was submitted."""
+
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
+    audit_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+
+
+class DecisionOutcome(StrEnum):
+    auto_accepted = "auto_accepted"
+    needs_review = "needs_review"
+
+
+class RoutingReason(StrEnum):
+    confident = "confident"
+    no_confidence = "no_confidence"
+    low_confidence = "low_confidence"
+    audit = "audit"
+    subjective = "subjective"
+    disagreement = "disagreement"
+    gold = "gold"
+    guideline_change = "guideline_change"
+    invalid_output = "invalid_output"
+    label_issue = "label_issue"
+
+
+class FinalSource(StrEnum):
+    auto = "auto"
+    review = "review"
+
+
+class ReviewAction(StrEnum):
+    confirm = "confirm"
+    correct = "correct"
+
+
+class Proposal(Frozen):
+    """One model's label for an item, with its confidence (None when the model could not score it)."""
+
+    model_id: str
+    model_version: int
+    labels: tuple[str, ...]
+    confidence: float | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+    latency_ms: float = 0.0
+    cost_usd: float = 0.0
+
+
+class Event(BaseModel):
+    """The envelope every event carries. Subclasses set ``event_type`` and ``topic``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    topic: ClassVar[str]
+
+    event_id: str = Field(default_factory=new_id)
+    event_type: str
+    schema_version: int = 1
+    occurred_at: datetime = Field(default_factory=utcnow)
+    producer: str
+    project_id: str
+    item_id: str
+    causation_id: str | None = None
+    trace_id: str = Field(default_factory=new_id)
+
+    @property
+    def key(self) -> str:
+        """The partition key: one item's events stay in order."""
+        return self.item_id
+
+    def caused(self) -> dict[str, Any]:
+        """Envelope fields for an event this one causes: same project, item and trace."""
+        return {
+            "project_id": self.project_id,
+            "item_id": self.item_id,
+            "causation_id": self.event_id,
+            "trace_id": self.trace_id,
+        }
+
+
+class ItemSubmitted(Event):
+    topic: ClassVar[str] = "labelgate.item.submitted.v1"
+    event_type: Literal["item.submitted"] = "item.submitted"
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    task: TaskSpec
+    routing: RoutingPolicy
+    guideline_version: int
+
+
+class LabelScored(Event):
+    topic: ClassVar[str] = "labelgate.label.scored.v1"
+    event_type: Literal["label.scored"] = "label.scored"
+    proposal: Proposal
+    task: TaskSpec
+    routing: RoutingPolicy
+    guideline_version: int
+    submitted_at: datetime
+
+
+class DecisionMade(Event):
+    topic: ClassVar[str] = "labelgate.decision.made.v1"
+    event_type: Literal["decision.made"] = "decision.made"
+    outcome: DecisionOutcome
+    reasons: tuple[RoutingReason, ...]
+    proposal: Proposal
+    guideline_version: int
+    submitted_at: datetime
+
+
+class ReviewSubmitted(Event):
+    topic: ClassVar[str] = "labelgate.review.submitted.v1"
+    event_type: Literal["review.submitted"] = "review.submitted"
+    review_id: str
+    reviewer_id: str
+    action: ReviewAction
+    labels: tuple[str, ...]
+    ai_labels: tuple[str, ...]
+    ai_confidence: float | None = None
+    decision_reasons: tuple[RoutingReason, ...]
+    text: str
+    task: TaskSpec
+    guideline_version: int
+    duration_s: float | None = None
+    queued_at: datetime
+
+
+class LabelFinalized(Event):
+    topic: ClassVar[str] = "labelgate.label.finalized.v1"
+    event_type: Literal["label.finalized"] = "label.finalized"
+    labels: tuple[str, ...]
+    source: FinalSource
+    guideline_version: int
+    model_id: str | None = None
+    model_version: int | None = None
+    confidence: float | None = None
+    submitted_at: datetime
+
+
+class GuidelineChanged(Event):
+    """A project's guidelines got a new version. ``item_id`` is the project id: these events are per project."""
+
+    topic: ClassVar[str] = "labelgate.guideline.changed.v1"
+    event_type: Literal["guideline.changed"] = "guideline.changed"
+    version: int
+    text: str
+    task: TaskSpec
+    routing: RoutingPolicy
+
+    @property
+    def key(self) -> str:
+        return self.project_id
+
+
+class ModelUpdated(Event):
+    """The labeler trained a new model version for a project. ``item_id`` is the project id."""
+
+    topic: ClassVar[str] = "labelgate.model.updated.v1"
+    event_type: Literal["model.updated"] = "model.updated"
+    model_id: str
+    model_version: int
+    trained_on: int
+    holdout_accuracy: float | None = None
+    train_seconds: float
+
+    @property
+    def key(self) -> str:
+        return self.project_id
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    ItemSubmitted,
+    LabelScored,
+    DecisionMade,
+    ReviewSubmitted,
+    LabelFinalized,
+    GuidelineChanged,
+    ModelUpdated,
+)
