@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import AbstractAsyncContextManager
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -184,3 +185,19 @@ def _run_hooks(hooks: list[Callable[[], None]]) -> None:
             hook()
         except Exception:
             log.exception("after-commit hook failed")
+
+
+E = TypeVar("E", bound=Event)
+
+
+def on(event_type: type[E], handler: Callable[[E, HandlerContext], Awaitable[None]]) -> tuple[str, Handler]:
+    """Subscribe ``handler`` to ``event_type``'s topic, typed: the handler receives that event class.
+
+    ``subscriptions()`` then reads ``{"router.decide": dict([on(LabelScored, self.on_label_scored)])}``."""
+
+    async def typed(event: Event, ctx: HandlerContext) -> None:
+        if not isinstance(event, event_type):
+            raise PermanentError(f"expected {event_type.__name__} on {event_type.topic}, got {type(event).__name__}")
+        await handler(event, ctx)
+
+    return event_type.topic, typed

@@ -247,14 +247,16 @@ class SqliteStore(_Queries):
     async def _ensure_table(self, collection: str) -> None:
         if collection in self._tables:
             return
-        assert self._writer is not None, "store not started"
+        if self._writer is None:
+            raise RuntimeError("store not started")
         await self._writer.execute(
             f"CREATE TABLE IF NOT EXISTS {_table(collection)} (id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
         )
         self._tables.add(collection)
 
     async def ensure_indexes(self, collection: str, indexes: Sequence[Index]) -> None:
-        assert self._writer is not None, "store not started"
+        if self._writer is None:
+            raise RuntimeError("store not started")
         await self._ensure_table(collection)
         table = _table(collection)
         for index in indexes:
@@ -266,7 +268,8 @@ class SqliteStore(_Queries):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
-        assert self._writer is not None, "store not started"
+        if self._writer is None:
+            raise RuntimeError("store not started")
         async with self._lock:
             await self._writer.execute("BEGIN IMMEDIATE")
             self._outbox_written = False
@@ -292,7 +295,8 @@ class SqliteStore(_Queries):
             skip += batch_size
 
     async def outbox_pending(self, limit: int = 500) -> list[OutboxEntry]:
-        assert self._reader is not None, "store not started"
+        if self._reader is None:
+            raise RuntimeError("store not started")
         async with self._reader.execute(
             "SELECT seq, topic, key, value, headers FROM _outbox ORDER BY seq LIMIT ?", (limit,)
         ) as cursor:

@@ -1,0 +1,32 @@
+"""The router's composition root: wires adapters from settings and serves its operational endpoints."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from labelgate_core.adapters import make_bus, make_store
+from labelgate_core.app import ops_app
+from labelgate_core.bus.port import Bus
+from labelgate_core.observability import configure_logging
+from labelgate_core.settings import CoreSettings
+from labelgate_core.store.port import Store
+
+from .service import RouterService
+from .settings import RouterSettings
+
+
+def build_router(bus: Bus, store: Store, settings: RouterSettings | None = None) -> RouterService:
+    return RouterService(bus=bus, store=store, settings=settings)
+
+
+def create_app() -> FastAPI:
+    core = CoreSettings()
+    bus = make_bus(core)
+    return ops_app("labelgate-router", bus, [build_router(bus, make_store(core, "router"))])
+
+
+def cli() -> None:
+    core, settings = CoreSettings(), RouterSettings()
+    configure_logging(core.log_level, core.log_format)
+    uvicorn.run(create_app(), host=settings.host, port=settings.port, log_config=None)
