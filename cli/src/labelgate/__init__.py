@@ -1,0 +1,1 @@
+"""The labelgate command: the embedded pipeline, single services, dataset replay and the demo."""

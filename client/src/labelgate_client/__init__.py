@@ -1,1 +1,48 @@
-"""Labelgate."""
+"""A typed async Python client for Labelgate's REST API."""
+
+from .client import LabelgateAPIError, LabelgateClient
+from .models import (
+    Decision,
+    Final,
+    FinalBySource,
+    FinalLabel,
+    Item,
+    ItemIn,
+    ItemPage,
+    LabelDef,
+    Lease,
+    Project,
+    Proposal,
+    Review,
+    ReviewRecord,
+    Routing,
+    Stats,
+    SubmitResult,
+    SubmittedItem,
+    Task,
+    TaskSpec,
+)
+
+__all__ = [
+    "Decision",
+    "Final",
+    "FinalBySource",
+    "FinalLabel",
+    "Item",
+    "ItemIn",
+    "ItemPage",
+    "LabelDef",
+    "LabelgateAPIError",
+    "LabelgateClient",
+    "Lease",
+    "Project",
+    "Proposal",
+    "Review",
+    "ReviewRecord",
+    "Routing",
+    "Stats",
+    "SubmitResult",
+    "SubmittedItem",
+    "Task",
+    "TaskSpec",
+]

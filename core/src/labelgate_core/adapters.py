@@ -17,10 +17,24 @@ def make_bus(settings: CoreSettings) -> Bus:
     if settings.bus == "memory":
         journal = settings.data_dir / "bus.db" if settings.bus_journal else None
         return MemoryBus(partitions=settings.bus_partitions, journal=journal)
+    if settings.bus == "kafka":
+        from .bus.kafka import KafkaBus  # aiokafka is loaded only by deployments that use it
+
+        return KafkaBus(
+            settings.kafka_bootstrap_servers,
+            client_id=settings.kafka_client_id,
+            partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            min_insync_replicas=settings.kafka_min_insync_replicas,
+        )
     raise AdapterUnavailableError(f"LABELGATE_BUS={settings.bus} is not available in this build")
 
 
 def make_store(settings: CoreSettings, service: str) -> Store:
     if settings.store == "sqlite":
         return SqliteStore(settings.data_dir / f"{service}.db")
+    if settings.store == "mongo":
+        from .store.mongo import MongoStore  # pymongo is loaded only by deployments that use it
+
+        return MongoStore(settings.mongo_url.get_secret_value(), f"{settings.mongo_database_prefix}_{service}")
     raise AdapterUnavailableError(f"LABELGATE_STORE={settings.store} is not available in this build")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -17,7 +18,6 @@ from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_attempt, wait_random_exponential
 
 from .bus.port import Bus, CommitFailedError, Consumer, OutgoingMessage, Record, TopicPartition
 from .errors import PermanentError
@@ -123,14 +123,21 @@ class EventConsumer:
         if not decoded:
             return
         hooks: list[Callable[[], None]] = []
+        failed: tuple[int, Exception] | None = None
         try:
             async with self.store_transaction() as tx:
-                for _, event in decoded:
-                    await self._apply(tx, event, hooks)
+                for i, (_, event) in enumerate(decoded):
+                    try:
+                        await self._apply(tx, event, hooks)
+                    except Exception as exc:
+                        failed = (i, exc)
+                        raise
         except Exception:
-            # Roll back the batch; each record alone decides retry or dead letter.
-            for record, event in decoded:
-                await self._process_one(record, event)
+            # Roll back the batch; each record alone decides retry or dead letter. The record whose handler
+            # failed has had its first attempt: it counts, so that a handler runs at most max_attempts times.
+            for i, (record, event) in enumerate(decoded):
+                first_failure = failed[1] if failed is not None and failed[0] == i else None
+                await self._process_one(record, event, first_failure=first_failure)
             return
         PROCESSED.labels(self.group_id, "ok").inc(len(decoded))
         _run_hooks(hooks)
@@ -141,29 +148,38 @@ class EventConsumer:
             return
         await self.handlers[event.topic](event, HandlerContext(tx, hooks))
 
-    async def _process_one(self, record: Record, event: Event) -> None:
-        attempts = 0
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.retry.max_attempts),
-                wait=wait_random_exponential(multiplier=self.retry.backoff_initial_s, max=self.retry.backoff_max_s),
-                retry=retry_if_not_exception_type(PermanentError),
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    hooks: list[Callable[[], None]] = []
-                    async with self.store_transaction() as tx:
-                        await self._apply(tx, event, hooks)
-                    _run_hooks(hooks)
-                    PROCESSED.labels(self.group_id, "ok").inc()
-        except Exception as exc:
-            log.warning(
-                "event dead-lettered",
-                extra={"group": self.group_id, "topic": record.topic, "event_id": event.event_id,
-                       "attempts": attempts, "error": repr(exc)},
-            )
-            await self._dead_letter(record, exc, attempts=attempts)
+    async def _process_one(self, record: Record, event: Event, *, first_failure: Exception | None = None) -> None:
+        """Apply one event in its own transaction, retrying what is retriable with jittered exponential backoff;
+        ``first_failure`` is the error of an attempt already made in the batch."""
+        attempts = 0 if first_failure is None else 1
+        error = first_failure
+        while error is None or self._retriable(error, attempts):
+            if attempts:
+                await asyncio.sleep(self._backoff_s(attempts))
+            attempts += 1
+            hooks: list[Callable[[], None]] = []
+            try:
+                async with self.store_transaction() as tx:
+                    await self._apply(tx, event, hooks)
+            except Exception as exc:
+                error = exc
+                continue
+            _run_hooks(hooks)
+            PROCESSED.labels(self.group_id, "ok").inc()
+            return
+        log.warning(
+            "event dead-lettered",
+            extra={"group": self.group_id, "topic": record.topic, "event_id": event.event_id,
+                   "attempts": attempts, "error": repr(error)},
+        )
+        await self._dead_letter(record, error, attempts=attempts)
+
+    def _retriable(self, error: Exception, attempts: int) -> bool:
+        return not isinstance(error, PermanentError) and attempts < self.retry.max_attempts
+
+    def _backoff_s(self, attempts: int) -> float:
+        ceiling = min(self.retry.backoff_max_s, self.retry.backoff_initial_s * 2 ** (attempts - 1))
+        return random.uniform(0, ceiling)  # noqa: S311 -- jitter spreads retries; it guards no secret
 
     async def _dead_letter(self, record: Record, exc: BaseException, *, attempts: int) -> None:
         headers = (

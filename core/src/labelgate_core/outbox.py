@@ -44,12 +44,13 @@ class OutboxRelay:
     async def run(self, stopping: asyncio.Event) -> None:
         signal = self._store.outbox_signal
         while not stopping.is_set():
+            # Cleared before reading the outbox, so that a commit landing during the publish wakes us again.
+            signal.clear()
             try:
                 await self.publish_pending()
             except Exception:
                 log.exception("outbox relay failed; retrying", extra={"service": self._service})
                 await asyncio.sleep(1.0)
                 continue
-            signal.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(signal.wait(), self._idle_s)

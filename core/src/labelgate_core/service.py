@@ -50,6 +50,7 @@ class Service:
         return self._stopping
 
     async def start(self) -> None:
+        self._stopping.clear()  # a stopped service can be started again
         await self.store.start()
         await self.setup()
         await self.relay.publish_pending()  # whatever a previous run committed but did not publish
@@ -81,7 +82,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for task in done:
-            if task.exception() is not None:
+            if not task.cancelled() and task.exception() is not None:
                 log.error("task failed", extra={"service": self.name, "task": task.get_name(),
                                                 "error": repr(task.exception())})
         with contextlib.suppress(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,3 +22,23 @@ class CoreSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     consumer_max_attempts: int = Field(default=3, ge=1, le=100)
+
+    kafka_bootstrap_servers: str = Field(
+        default="localhost:9092", description="Comma-separated host:port list of the Kafka brokers"
+    )
+    kafka_topic_partitions: int = Field(default=4, ge=1, le=10_000, description="Partitions of a created topic")
+    kafka_replication_factor: int = Field(
+        default=3, ge=1, le=32, description="Replicas of a created topic (1 only for a single-broker cluster)"
+    )
+    kafka_min_insync_replicas: int = Field(
+        default=2, ge=1, le=32, description="min.insync.replicas of a created topic: replicas an acks=all write needs"
+    )
+    kafka_client_id: str = Field(default="labelgate", description="Prefix of the Kafka client ids")
+
+    mongo_url: SecretStr = Field(
+        default=SecretStr("mongodb://127.0.0.1:27017/?replicaSet=rs0"),
+        description="MongoDB connection URL (may hold credentials); it must reach a replica set",
+    )
+    mongo_database_prefix: str = Field(
+        default="labelgate", description="Each service's database is named <prefix>_<service>"
+    )

@@ -199,6 +199,7 @@ class MemoryConsumer:
         self.topics = topics
         self.member_id = f"{next(bus._member_ids):08d}"
         self._positions: dict[TopicPartition, int] = {}
+        self._turn = itertools.count()
         self._started = False
 
     def _assign(self, partitions: set[TopicPartition], committed: Mapping[TopicPartition, int]) -> None:
@@ -223,7 +224,12 @@ class MemoryConsumer:
         deadline = time.monotonic() + timeout_s
         while True:
             out: list[Record] = []
-            for tp in sorted(self._positions, key=lambda t: (t.topic, t.partition)):
+            # Start each poll at the next partition, so that a backlog in one does not starve the others.
+            order = sorted(self._positions, key=lambda t: (t.topic, t.partition))
+            if order:
+                start = next(self._turn) % len(order)
+                order = order[start:] + order[:start]
+            for tp in order:
                 log = self._bus._log(tp.topic)[tp.partition]
                 pos = self._positions[tp]
                 take = log[pos : pos + max_records - len(out)]

@@ -92,12 +92,20 @@ class _Queries:
         self._store = store
         self._conn = conn
 
+    async def _has_table(self, collection: str) -> bool:
+        """Whether the collection's table exists as this connection sees it. Reads outside a transaction
+        never create tables: they run on the reader connection and must not write through the writer,
+        which may be inside another task's transaction."""
+        return await self._store._committed_table(collection)
+
     async def find(
         self, collection: str, filter: Filter, *, sort: Sort = (), limit: int | None = None, skip: int = 0
     ) -> list[Doc]:
-        await self._store._ensure_table(collection)
         where, params = _where(filter)
-        sql = f"SELECT doc FROM {_table(collection)} WHERE {where}{_order(sort)}"  # noqa: S608
+        order = _order(sort)
+        if not await self._has_table(collection):
+            return []
+        sql = f"SELECT doc FROM {_table(collection)} WHERE {where}{order}"  # noqa: S608
         if limit is not None or skip:
             sql += " LIMIT ? OFFSET ?"
             params += [-1 if limit is None else limit, skip]
@@ -109,8 +117,9 @@ class _Queries:
         return docs[0] if docs else None
 
     async def count(self, collection: str, filter: Filter) -> int:
-        await self._store._ensure_table(collection)
         where, params = _where(filter)
+        if not await self._has_table(collection):
+            return 0
         sql = f"SELECT COUNT(*) FROM {_table(collection)} WHERE {where}"  # noqa: S608
         async with self._conn.execute(sql, params) as cursor:
             row = await cursor.fetchone()
@@ -118,20 +127,44 @@ class _Queries:
 
 
 class SqliteTransaction(_Queries):
+    def __init__(self, store: SqliteStore, conn: aiosqlite.Connection) -> None:
+        super().__init__(store, conn)
+        # Tables created inside this transaction exist only if it commits.
+        self._new_tables: set[str] = set()
+        self._outbox_written = False
+
+    async def _has_table(self, collection: str) -> bool:
+        await self._ensure_table(collection)
+        return True
+
+    async def _ensure_table(self, collection: str) -> None:
+        if collection in self._new_tables or collection in self._store._tables:
+            return
+        await self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {_table(collection)} (id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+        )
+        self._new_tables.add(collection)
+
     async def insert(self, collection: str, doc: Doc) -> None:
         await self.insert_many(collection, [doc])
 
     async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
         if not docs:
             return
-        await self._store._ensure_table(collection)
+        await self._ensure_table(collection)
         rows = [(str(d["_id"]), json.dumps(d, default=str)) for d in docs]
+        # A savepoint, because a failing row aborts only itself: a caller who catches the DuplicateKeyError
+        # must not find the rows before it inserted.
+        await self._conn.execute("SAVEPOINT insert_many")
         try:
             await self._conn.executemany(
                 f"INSERT INTO {_table(collection)} (id, doc) VALUES (?, ?)", rows  # noqa: S608
             )
         except sqlite3.IntegrityError as exc:
+            await self._conn.execute("ROLLBACK TO insert_many")
+            await self._conn.execute("RELEASE insert_many")
             raise DuplicateKeyError(f"{collection}: {exc}") from exc
+        await self._conn.execute("RELEASE insert_many")
 
     async def _write(self, collection: str, doc: Doc, *, new: bool) -> None:
         table = _table(collection)
@@ -182,8 +215,8 @@ class SqliteTransaction(_Queries):
         return doc
 
     async def delete_many(self, collection: str, filter: Filter) -> int:
-        await self._store._ensure_table(collection)
         where, params = _where(filter)
+        await self._ensure_table(collection)
         cursor = await self._conn.execute(f"DELETE FROM {_table(collection)} WHERE {where}", params)  # noqa: S608
         return cursor.rowcount
 
@@ -201,7 +234,7 @@ class SqliteTransaction(_Queries):
             "INSERT INTO _outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)",
             (topic, key, value, json.dumps([(h, v.hex()) for h, v in headers])),
         )
-        self._store._outbox_written = True
+        self._outbox_written = True
 
 
 class SqliteStore(_Queries):
@@ -211,7 +244,6 @@ class SqliteStore(_Queries):
         self._reader: aiosqlite.Connection | None = None
         self._tables: set[str] = set()
         self._lock = asyncio.Lock()
-        self._outbox_written = False
         self.outbox_signal = asyncio.Event()
 
     async def start(self) -> None:
@@ -244,42 +276,49 @@ class SqliteStore(_Queries):
         async with self._reader.execute("SELECT 1") as cursor:
             return (await cursor.fetchone()) is not None
 
-    async def _ensure_table(self, collection: str) -> None:
+    async def _committed_table(self, collection: str) -> bool:
         if collection in self._tables:
-            return
-        if self._writer is None:
+            return True
+        if self._reader is None:
             raise RuntimeError("store not started")
-        await self._writer.execute(
-            f"CREATE TABLE IF NOT EXISTS {_table(collection)} (id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
-        )
-        self._tables.add(collection)
+        async with self._reader.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_table(collection),)
+        ) as cursor:
+            found = await cursor.fetchone() is not None
+        if found:
+            self._tables.add(collection)
+        return found
 
     async def ensure_indexes(self, collection: str, indexes: Sequence[Index]) -> None:
-        if self._writer is None:
-            raise RuntimeError("store not started")
-        await self._ensure_table(collection)
-        table = _table(collection)
-        for index in indexes:
-            columns = ", ".join(_expr(f) for f in index.fields)
-            unique = "UNIQUE " if index.unique else ""
-            await self._writer.execute(
-                f"CREATE {unique}INDEX IF NOT EXISTS {table}_{index.name} ON {table} ({columns})"
-            )
+        """Create the collection and its indexes (idempotent). Not to be called inside a transaction."""
+        async with self.transaction() as tx:
+            await tx._ensure_table(collection)
+            table = _table(collection)
+            for index in indexes:
+                columns = ", ".join(_expr(f) for f in index.fields)
+                unique = "UNIQUE " if index.unique else ""
+                await tx._conn.execute(
+                    f"CREATE {unique}INDEX IF NOT EXISTS {table}_{index.name} ON {table} ({columns})"
+                )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTransaction]:
         if self._writer is None:
             raise RuntimeError("store not started")
+        writer = self._writer
         async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            self._outbox_written = False
+            await writer.execute("BEGIN IMMEDIATE")
+            tx = SqliteTransaction(self, writer)
             try:
-                yield SqliteTransaction(self, self._writer)
+                yield tx
+                await writer.execute("COMMIT")
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                # A failed COMMIT leaves the transaction open; a failed statement may already have ended it.
+                if writer.in_transaction:
+                    await writer.execute("ROLLBACK")
                 raise
-            await self._writer.execute("COMMIT")
-            if self._outbox_written:
+            self._tables |= tx._new_tables
+            if tx._outbox_written:
                 self.outbox_signal.set()
 
     async def stream(

@@ -1,0 +1,306 @@
+"""The local model: TF-IDF features and logistic regression, trained on a project's reviewed items.
+
+Pure domain code (scikit-learn and numpy only). Training is CPU-bound and synchronous: callers run it in a
+worker thread. A fitted model is immutable, so one thread may predict with it while another trains its
+successor."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from labelgate_core.events import TaskType
+
+SUPPORTED_TASKS = frozenset({TaskType.classification, TaskType.multi_label})
+
+Probabilities = NDArray[np.float64]
+
+
+class TrainingError(ValueError):
+    """The examples cannot make a model: too few usable ones, a single class, or no words at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    max_features: int = 50_000
+    max_chars: int = 20_000
+    """Long texts (whole emails) are cut here: the opening carries the signal, the tail costs memory."""
+    max_ngram: int = 2
+    c: float = 10.0
+    """Inverse regularisation strength. With a few dozen short examples C=1 leaves every probability near
+    0.5; 10 lets a separable set reach useful confidence, and the router calibrates what is left."""
+    max_iter: int = 1000
+    holdout_every: int = 5
+    """Every n-th example (in the caller's order) is held out to measure accuracy before the final fit."""
+    min_holdout: int = 5
+    """Below this many held-out examples an accuracy is noise: it is reported as None."""
+    threshold: float = 0.5
+    """Multi-label: a label is proposed when its probability reaches this."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    labels: tuple[str, ...]
+    confidence: float | None
+    """None when the model knows none of the labels it was asked about."""
+    scores: dict[str, float]
+
+
+class _Scorer(Protocol):
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels ``proba`` scores, in column order."""
+        ...
+
+    def proba(self, texts: Sequence[str]) -> Probabilities:
+        """One row per text, one column per label in ``labels``."""
+        ...
+
+
+def _vectorizer(config: ModelConfig) -> TfidfVectorizer:
+    return TfidfVectorizer(
+        sublinear_tf=True,
+        ngram_range=(1, config.max_ngram),
+        max_features=config.max_features,
+        strip_accents="unicode",
+        dtype=np.float32,
+    )
+
+
+def _fit_features(texts: Sequence[str], config: ModelConfig) -> tuple[TfidfVectorizer, object]:
+    vectorizer = _vectorizer(config)
+    try:
+        features = vectorizer.fit_transform(texts)
+    except ValueError as exc:  # "empty vocabulary": no text holds a single word
+        raise TrainingError(f"no usable words in the examples: {exc}") from exc
+    # Older scikit-learn keeps every term cut by max_features here; models stay in memory, so drop it.
+    if getattr(vectorizer, "stop_words_", None) is not None:
+        vectorizer.stop_words_ = None
+    return vectorizer, features
+
+
+def _regression(config: ModelConfig) -> LogisticRegression:
+    return LogisticRegression(C=config.c, max_iter=config.max_iter)
+
+
+def _laplace(positives: int, total: int) -> float:
+    """The probability of a label seen ``positives`` times in ``total`` examples, never quite 0 or 1."""
+    return (positives + 1) / (total + 2)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+@dataclass(frozen=True, slots=True)
+class _SoftmaxScorer:
+    """Single-label: one multinomial logistic regression over the classes seen in training."""
+
+    vectorizer: TfidfVectorizer
+    regression: LogisticRegression
+    labels: tuple[str, ...]
+
+    def proba(self, texts: Sequence[str]) -> Probabilities:
+        return np.asarray(self.regression.predict_proba(self.vectorizer.transform(texts)), dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class _SigmoidScorer:
+    """Multi-label: one binary logistic regression per label (one-vs-rest), stacked into one weight matrix
+    so a prediction is a single sparse product however many labels there are. A label that is always or
+    never present in the examples cannot be fitted; it gets zero weights and its smoothed base rate."""
+
+    vectorizer: TfidfVectorizer
+    labels: tuple[str, ...]
+    weights: NDArray[np.float32]
+    intercepts: NDArray[np.float64]
+
+    def proba(self, texts: Sequence[str]) -> Probabilities:
+        features = self.vectorizer.transform(texts)
+        logits = np.asarray(features @ self.weights.T, dtype=np.float64) + self.intercepts
+        result: Probabilities = 1.0 / (1.0 + np.exp(-logits))
+        return result
+
+
+def _fit_single(texts: Sequence[str], targets: Sequence[str], config: ModelConfig) -> _SoftmaxScorer:
+    if len(set(targets)) < 2:
+        raise TrainingError("single-label training needs at least two distinct labels")
+    vectorizer, features = _fit_features(texts, config)
+    regression = _regression(config).fit(features, list(targets))
+    classes = tuple(str(c) for c in regression.classes_)
+    return _SoftmaxScorer(vectorizer, regression, classes)
+
+
+def _fit_multi(
+    texts: Sequence[str], targets: Sequence[tuple[str, ...]], labels: tuple[str, ...], config: ModelConfig
+) -> _SigmoidScorer:
+    vectorizer, features = _fit_features(texts, config)
+    n = len(texts)
+    weights = np.zeros((len(labels), len(vectorizer.vocabulary_)), dtype=np.float32)
+    intercepts = np.zeros(len(labels), dtype=np.float64)
+    for k, label in enumerate(labels):
+        column = np.fromiter((label in t for t in targets), dtype=np.int8, count=n)
+        positives = int(column.sum())
+        if 0 < positives < n:
+            regression = _regression(config).fit(features, column)
+            weights[k] = regression.coef_[0]
+            intercepts[k] = float(regression.intercept_[0])
+        else:
+            intercepts[k] = _logit(_laplace(positives, n))
+    return _SigmoidScorer(vectorizer, labels, weights, intercepts)
+
+
+Example = tuple[str, tuple[str, ...]]
+"""A (truncated) text and the labels a reviewer gave it: exactly one in a single-label task."""
+
+
+def _usable(
+    texts: Sequence[str], labels: Sequence[Sequence[str]], task: TaskType, max_chars: int
+) -> list[Example]:
+    """The examples the task can learn from: single-label ones need exactly one label."""
+    pairs = [(text[:max_chars], tuple(dict.fromkeys(ls))) for text, ls in zip(texts, labels, strict=True)]
+    if task is TaskType.classification:
+        return [(text, ls) for text, ls in pairs if len(ls) == 1]
+    return pairs
+
+
+def _seen(examples: Sequence[Example]) -> set[str]:
+    return {label for _, target in examples for label in target}
+
+
+def trainable(labels: Sequence[Sequence[str]], task: TaskType, min_examples: int) -> bool:
+    """Enough usable examples, with at least two distinct labels among them."""
+    if task not in SUPPORTED_TASKS:
+        return False
+    usable = [ls for ls in labels if len(ls) == 1] if task is TaskType.classification else list(labels)
+    distinct = {label for ls in usable for label in ls}
+    return len(usable) >= max(min_examples, 1) and len(distinct) >= 2
+
+
+@dataclass(frozen=True, slots=True)
+class TrainedModel:
+    task: TaskType
+    labels: tuple[str, ...]
+    """The label space: the task's labels at training time, then any other label the examples used."""
+    trained_on: int
+    holdout_accuracy: float | None
+    """Single-label: share of held-out items whose label matched. Multi-label: share whose label set
+    matched exactly (what a reviewer would confirm without a change). None when too few were held out."""
+    train_seconds: float
+    config: ModelConfig
+    scorer: _Scorer
+
+    def predict(self, text: str, label_space: Sequence[str] = ()) -> Prediction:
+        return self.predict_many([text], label_space)[0]
+
+    def predict_many(self, texts: Sequence[str], label_space: Sequence[str] = ()) -> list[Prediction]:
+        """Score ``texts`` over ``label_space`` (the item's task labels; the model's own by default).
+
+        A label the model never learned scores 0 in a single-label task (it cannot be proposed); in a
+        multi-label task it gets the base rate of a label present in none of the training examples."""
+        space = tuple(dict.fromkeys(label_space)) or self.labels
+        rows = self.scorer.proba([text[: self.config.max_chars] for text in texts])
+        known = self.scorer.labels
+        return [self._decide(dict(zip(known, map(float, row), strict=True)), space) for row in rows]
+
+    def _decide(self, known: dict[str, float], space: tuple[str, ...]) -> Prediction:
+        if self.task is TaskType.classification:
+            scores = {label: known.get(label, 0.0) for label in space}
+            candidates = [label for label in space if label in known]
+            if not candidates:
+                return Prediction((), None, scores)
+            best = max(candidates, key=scores.__getitem__)
+            return Prediction((best,), scores[best], scores)
+        unseen = _laplace(0, self.trained_on)
+        scores = {label: known.get(label, unseen) for label in space}
+        chosen = tuple(label for label in space if scores[label] >= self.config.threshold)
+        # The least certain label decides: one doubtful label makes the whole set doubtful.
+        confidence = min((max(p, 1.0 - p) for p in scores.values()), default=None)
+        return Prediction(chosen, confidence, scores)
+
+
+def _fit(examples: Sequence[Example], task: TaskType, labels: tuple[str, ...], config: ModelConfig) -> _Scorer:
+    texts = [text for text, _ in examples]
+    if task is TaskType.classification:
+        return _fit_single(texts, [target[0] for _, target in examples], config)
+    return _fit_multi(texts, [target for _, target in examples], labels, config)
+
+
+def _holdout_accuracy(
+    examples: Sequence[Example], task: TaskType, labels: tuple[str, ...], config: ModelConfig
+) -> float | None:
+    every = config.holdout_every
+    if every < 2:
+        return None
+    held = [e for i, e in enumerate(examples) if i % every == every - 1]
+    kept = [e for i, e in enumerate(examples) if i % every != every - 1]
+    if len(held) < config.min_holdout:
+        return None
+    try:
+        scorer = _fit(kept, task, labels, config)
+    except TrainingError:
+        return None
+    probe = TrainedModel(task, labels, len(kept), None, 0.0, config, scorer)
+    predictions = probe.predict_many([text for text, _ in held], labels)
+    hits = 0
+    for prediction, (_, truth) in zip(predictions, held, strict=True):
+        hits += frozenset(prediction.labels) == frozenset(truth)
+    return hits / len(held)
+
+
+def train(
+    texts: Sequence[str],
+    labels: Sequence[Sequence[str]],
+    task: TaskType,
+    *,
+    label_space: Sequence[str] = (),
+    config: ModelConfig | None = None,
+) -> TrainedModel:
+    """Fit a model on reviewed items (``labels[i]`` is what a reviewer gave ``texts[i]``).
+
+    Keep the examples in a stable order (first review first): the held-out slice is every
+    ``holdout_every``-th example, so successive versions are measured on mostly the same items. Accuracy is
+    measured on a fit without the held-out slice; the model returned is then fitted on everything."""
+    started = time.perf_counter()
+    config = config or ModelConfig()
+    if task not in SUPPORTED_TASKS:
+        raise TrainingError(f"the local model does not handle {task.value} tasks")
+    examples = _usable(texts, labels, task, config.max_chars)
+    if not examples:
+        raise TrainingError("no usable examples")
+    space = tuple(dict.fromkeys([*label_space, *sorted(_seen(examples))]))
+    accuracy = _holdout_accuracy(examples, task, space, config)
+    scorer = _fit(examples, task, space, config)
+    return TrainedModel(
+        task=task,
+        labels=space,
+        trained_on=len(examples),
+        holdout_accuracy=accuracy,
+        train_seconds=time.perf_counter() - started,
+        config=config,
+        scorer=scorer,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainPolicy:
+    """When a project's model is stale enough to refit: after ``every_reviews`` new reviews, or after any new
+    review once ``interval_s`` has passed since the last training (at once if it never trained)."""
+
+    every_reviews: int
+    interval_s: float
+
+    def due(self, new_reviews: int, seconds_since_training: float | None) -> bool:
+        if new_reviews <= 0:
+            return False
+        if new_reviews >= self.every_reviews or seconds_since_training is None:
+            return True
+        return seconds_since_training >= self.interval_s

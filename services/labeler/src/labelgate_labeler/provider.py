@@ -1,0 +1,90 @@
+"""The label-provider port (anything that proposes labels for an item) and the local model behind it.
+
+A provider answers one item at a time and never blocks the event loop for long; the service measures each
+call's latency and publishes the proposal. Language-model providers and ensembles implement the same
+protocol."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from labelgate_core.events import Proposal, TaskSpec
+
+from .model import TrainedModel
+
+log = logging.getLogger(__name__)
+
+LOCAL_MODEL_ID = "local-tfidf-lr"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRequest:
+    """What a provider needs to label one item."""
+
+    project_id: str
+    item_id: str
+    text: str
+    task: TaskSpec
+    guideline_version: int
+
+
+class LabelProvider(Protocol):
+    @property
+    def model_id(self) -> str: ...
+
+    async def propose(self, request: LabelRequest) -> Proposal:
+        """A proposal for the item; ``confidence=None`` when the provider cannot score it (it goes to review).
+        Raise ``labelgate_core.errors.RetriableError`` for a transient failure."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    version: int
+    model: TrainedModel
+
+
+class LocalModelProvider:
+    """The offline provider: one TF-IDF + logistic-regression model per project, held in memory.
+
+    A project without a model (cold start), or whose model was trained for another task type, gets a
+    proposal with no labels and no confidence, so a human labels it and the model learns from that."""
+
+    model_id = LOCAL_MODEL_ID
+
+    def __init__(self) -> None:
+        self._models: dict[str, ModelVersion] = {}
+
+    def install(self, project_id: str, version: int, model: TrainedModel) -> None:
+        """Serve ``model`` for the project from now on (a reference swap: predictions in flight are unharmed)."""
+        self._models[project_id] = ModelVersion(version, model)
+
+    def current(self, project_id: str) -> ModelVersion | None:
+        return self._models.get(project_id)
+
+    def cold_start(self) -> Proposal:
+        return Proposal(model_id=self.model_id, model_version=0, labels=(), confidence=None)
+
+    async def propose(self, request: LabelRequest) -> Proposal:
+        current = self._models.get(request.project_id)
+        if current is None or current.model.task is not request.task.type:
+            return self.cold_start()
+        try:
+            prediction = current.model.predict(request.text, request.task.label_names)
+        except Exception:
+            # A model that cannot score an item must not hold the item back: a human labels it instead.
+            log.exception(
+                "local model failed to predict; proposing without confidence",
+                extra={"project_id": request.project_id, "item_id": request.item_id, "version": current.version},
+            )
+            return self.cold_start()
+        return Proposal(
+            model_id=self.model_id,
+            model_version=current.version,
+            labels=prediction.labels,
+            confidence=prediction.confidence,
+            scores=prediction.scores,
+            cost_usd=0.0,
+        )

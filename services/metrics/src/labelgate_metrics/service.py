@@ -1,0 +1,141 @@
+"""The metrics service: consumes every topic and keeps the business aggregates, each event counted once.
+
+Each event's changes are written to the service's own store in the transaction that records the event in
+the inbox, so a redelivered event changes nothing and a restart keeps every total. Once the transaction
+commits, the same changes move the in-memory snapshot that ``/metrics`` and the read API serve."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from labelgate_core.bus.port import Bus
+from labelgate_core.consumer import Handler, HandlerContext, RetryPolicy
+from labelgate_core.events import Event
+from labelgate_core.service import Service
+from labelgate_core.store.port import Index, Store, Transaction
+from labelgate_core.topics import TOPICS
+
+from .aggregates import (
+    METRICS_BY_NAME,
+    Aggregates,
+    Change,
+    ItemState,
+    ReviewRecord,
+    bucket_for,
+    changes_for,
+    queue_change,
+    tracks_item,
+)
+from .collector import MetricsCollector, default_collector
+from .schemas import ProjectMetricsPublic
+from .settings import MetricsSettings
+
+log = logging.getLogger(__name__)
+
+GROUP = "metrics.aggregate"
+SERIES = "series"
+"""One document per exposed series: a counter's or gauge's value, or a histogram's buckets, count and sum."""
+ITEMS = "items"
+"""One document per item that was routed, reviewed or finalized: its queue state and its latest review."""
+
+
+class ProjectNotFoundError(LookupError):
+    status_code = 404
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"no event of project {project_id!r} has reached the metrics service")
+        self.project_id = project_id
+
+
+def _item_id(event: Event) -> str:
+    return json.dumps([event.project_id, event.item_id], ensure_ascii=False)
+
+
+class MetricsService(Service):
+    name = "metrics"
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        store: Store,
+        settings: MetricsSettings | None = None,
+        retry: RetryPolicy | None = None,
+        collector: MetricsCollector | None = None,
+    ) -> None:
+        super().__init__(bus=bus, store=store, retry=retry)
+        self.settings = settings or MetricsSettings()
+        self.aggregates = Aggregates(refresh_s=self.settings.agreement_refresh_s)
+        self._collector = collector
+
+    def subscriptions(self) -> Mapping[str, Mapping[str, Handler]]:
+        return {GROUP: dict.fromkeys(TOPICS, self._handle)}
+
+    async def setup(self) -> None:
+        await self.store.ensure_indexes(ITEMS, [Index(("project",))])
+        series = [doc async for doc in self.store.stream(SERIES, {})]
+        items = [doc async for doc in self.store.stream(ITEMS, {"review": {"$exists": True}})]
+        self.aggregates.load(series, items)
+        collector = self._collector or default_collector()
+        collector.attach(self.aggregates)
+        self._collector = collector
+        log.info("metrics loaded", extra={"series": len(series), "reviewed_items": len(items)})
+
+    async def stop(self, grace_s: float = 25.0) -> None:
+        await super().stop(grace_s)
+        if self._collector is not None:
+            self._collector.detach(self.aggregates)
+
+    def report(self, project_id: str) -> ProjectMetricsPublic:
+        """One project's aggregates; raises ``ProjectNotFoundError`` for a project no event has named."""
+        if project_id not in self.aggregates.projects():
+            raise ProjectNotFoundError(project_id)
+        return self.aggregates.report(project_id)
+
+    # -- the handler ---------------------------------------------------------------------------------------
+
+    async def _handle(self, event: Event, ctx: HandlerContext) -> None:
+        changes = changes_for(event)
+        review_update: tuple[str, str, ReviewRecord] | None = None
+        if tracks_item(event):
+            item_filter = {"_id": _item_id(event)}
+            before = ItemState.from_doc(await ctx.tx.find_one(ITEMS, item_filter))
+            after = before.advance(event)
+            if after != before:
+                await ctx.tx.update_one(
+                    ITEMS, item_filter,
+                    set={"project": event.project_id, "item_id": event.item_id, **after.to_doc()}, upsert=True,
+                )
+                changes.append(queue_change(event.project_id, before, after))
+                if after.review is not None and after.review != before.review:
+                    review_update = (event.project_id, event.item_id, after.review)
+        applied = [change for change in changes if await _write(ctx.tx, change)]
+
+        def apply() -> None:
+            self.aggregates.apply(applied)
+            if review_update is not None:
+                self.aggregates.put_review(*review_update)
+
+        ctx.after_commit(apply)
+
+
+async def _write(tx: Transaction, change: Change) -> bool:
+    """Write ``change`` to its series document; False when it changes nothing (an older version)."""
+    key = change.key
+    where = {"_id": key.id}
+    identity = {"metric": key.metric, "project": key.project, "labels": list(key.labels)}
+    if change.observe is not None:
+        slot = bucket_for(METRICS_BY_NAME[key.metric].buckets, change.observe)
+        await tx.update_one(
+            SERIES, where, set=identity, inc={"count": 1, "sum": change.observe, f"buckets.{slot}": 1}, upsert=True
+        )
+    elif change.maximum is not None:
+        current = await tx.find_one(SERIES, where)
+        if current is not None and float(current.get("value", 0.0)) >= change.maximum:
+            return False
+        await tx.update_one(SERIES, where, set={**identity, "value": change.maximum}, upsert=True)
+    else:
+        await tx.update_one(SERIES, where, set=identity, inc={"value": change.add}, upsert=True)
+    return True

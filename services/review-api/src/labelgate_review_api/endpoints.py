@@ -1,0 +1,310 @@
+"""The REST API (``/v1``): routers over the service, the caller dependency, and one error body everywhere."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import Counter
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .auth import ANONYMOUS, Principal
+from .errors import ApiError
+from .schemas import (
+    ErrorBody,
+    GuidelinesUpdate,
+    HeartbeatCreate,
+    ItemPage,
+    ItemPublic,
+    ItemsSubmit,
+    ItemState,
+    LeaseCreate,
+    LeasedTask,
+    LeasePublic,
+    ProjectCreate,
+    ProjectPublic,
+    ProjectStats,
+    ReleaseCreate,
+    ReviewCreate,
+    ReviewResult,
+    RoutingUpdate,
+    SubmitResult,
+)
+from .service import ReviewApiService
+
+log = logging.getLogger(__name__)
+
+REJECTED = Counter(
+    "labelgate_review_api_rejected_requests", "Requests answered with an error, by reason", ["reason"]
+)
+
+# -- dependencies --------------------------------------------------------------------------------------------
+
+
+def get_service(request: Request) -> ReviewApiService:
+    return cast(ReviewApiService, request.app.state.review_api)
+
+
+async def get_principal() -> Principal:
+    """The caller. Authentication plugs in here (and only here); until then everyone is the operator."""
+    return ANONYMOUS
+
+
+ServiceDep = Annotated[ReviewApiService, Depends(get_service)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "The project (or the object in it) does not exist"},
+    422: {"model": ErrorBody, "description": "The request is not valid"},
+}
+_QUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    409: {"model": ErrorBody, "description": "The caller's lease is lost, or the task is already closed"},
+}
+
+# -- projects ------------------------------------------------------------------------------------------------
+
+projects = APIRouter(prefix="/v1/projects", tags=["projects"], responses=_ERRORS)
+
+
+@projects.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": ErrorBody, "description": "A project with this id exists"}},
+)
+async def create_project(body: ProjectCreate, service: ServiceDep, principal: PrincipalDep) -> ProjectPublic:
+    """Create a project (guideline version 1)."""
+    return await service.create_project(principal, body)
+
+
+@projects.get("")
+async def list_projects(service: ServiceDep, principal: PrincipalDep) -> list[ProjectPublic]:
+    return await service.list_projects(principal)
+
+
+@projects.get("/{project_id}")
+async def get_project(project_id: str, service: ServiceDep, principal: PrincipalDep) -> ProjectPublic:
+    return await service.get_project(principal, project_id)
+
+
+@projects.put("/{project_id}/guidelines")
+async def update_guidelines(
+    project_id: str, body: GuidelinesUpdate, service: ServiceDep, principal: PrincipalDep
+) -> ProjectPublic:
+    """Replace the guidelines: the project's guideline version goes up by one."""
+    return await service.update_guidelines(principal, project_id, body)
+
+
+@projects.patch("/{project_id}/routing")
+async def update_routing(
+    project_id: str, body: RoutingUpdate, service: ServiceDep, principal: PrincipalDep
+) -> ProjectPublic:
+    """Change the threshold and/or the audit rate for items submitted from now on."""
+    return await service.update_routing(principal, project_id, body)
+
+
+@projects.get("/{project_id}/stats")
+async def project_stats(project_id: str, service: ServiceDep, principal: PrincipalDep) -> ProjectStats:
+    return await service.stats(principal, project_id)
+
+
+# -- items ---------------------------------------------------------------------------------------------------
+
+items = APIRouter(prefix="/v1/projects/{project_id}", tags=["items"], responses=_ERRORS)
+
+
+@items.post(
+    "/items",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={413: {"model": ErrorBody, "description": "Too many items in one request"}},
+)
+async def submit_items(
+    project_id: str, body: ItemsSubmit, service: ServiceDep, principal: PrincipalDep
+) -> SubmitResult:
+    """Submit up to ``max_batch`` items for labeling, all or nothing.
+
+    Retries are safe for items that carry an ``idempotency_key``: a key the project already knows returns
+    the existing item with ``created: false``. Items without a key get one from the server, so sending them
+    again creates them again."""
+    return await service.submit_items(principal, project_id, body)
+
+
+@items.get("/items")
+async def list_items(
+    project_id: str,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    state: ItemState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(max_length=200, description="The `next_after` of the previous page")] = None,
+) -> ItemPage:
+    return await service.list_items(principal, project_id, state=state, limit=limit, after=after)
+
+
+@items.get("/items/{item_id}")
+async def get_item(project_id: str, item_id: str, service: ServiceDep, principal: PrincipalDep) -> ItemPublic:
+    """The item with its whole history: the routing decision, the reviews and the final label."""
+    return await service.get_item(principal, project_id, item_id)
+
+
+@items.get(
+    "/export.jsonl",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "One final label per line"}},
+)
+async def export_finals(project_id: str, service: ServiceDep, principal: PrincipalDep) -> StreamingResponse:
+    """Every final label of the project as JSON lines, streamed."""
+    lines = await service.open_export(principal, project_id)
+
+    async def body() -> AsyncIterator[bytes]:
+        chunk: list[str] = []
+        async for line in lines:
+            chunk.append(line.model_dump_json())
+            if len(chunk) >= 200:
+                yield ("\n".join(chunk) + "\n").encode()
+                chunk = []
+        if chunk:
+            yield ("\n".join(chunk) + "\n").encode()
+
+    return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+# -- the review queue ----------------------------------------------------------------------------------------
+
+queue = APIRouter(prefix="/v1/projects/{project_id}", tags=["review queue"], responses=_QUEUE_ERRORS)
+
+
+@queue.post(
+    "/queue/lease",
+    response_model=LeasedTask,
+    responses={204: {"description": "Nothing is waiting for review"}},
+)
+async def lease_task(project_id: str, body: LeaseCreate, service: ServiceDep, principal: PrincipalDep) -> Any:
+    """Lease the next task (least confident first, then oldest) to one reviewer until the lease expires."""
+    task = await service.queue.lease(principal, project_id, body)
+    if task is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return task
+
+
+@queue.post("/tasks/{task_id}/heartbeat")
+async def heartbeat(
+    project_id: str, task_id: str, body: HeartbeatCreate, service: ServiceDep, principal: PrincipalDep
+) -> LeasePublic:
+    """Keep holding the task: the lease now ends ``lease_seconds`` from now."""
+    return await service.queue.heartbeat(principal, project_id, task_id, body)
+
+
+@queue.post("/tasks/{task_id}/release", status_code=status.HTTP_204_NO_CONTENT)
+async def release(
+    project_id: str, task_id: str, body: ReleaseCreate, service: ServiceDep, principal: PrincipalDep
+) -> Response:
+    """Give the task back to the queue at once."""
+    await service.queue.release(principal, project_id, task_id, body)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@queue.post(
+    "/tasks/{task_id}/review",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": ReviewResult, "description": "This review was already recorded (a retry)"}},
+)
+async def submit_review(
+    project_id: str,
+    task_id: str,
+    body: ReviewCreate,
+    response: Response,
+    service: ServiceDep,
+    principal: PrincipalDep,
+) -> ReviewResult:
+    """Review a leased task: the labels become the item's final label.
+
+    Safe to retry: the same review sent again under the same lease returns the review already recorded,
+    with status 200, and records nothing new."""
+    result, created = await service.queue.review(principal, project_id, task_id, body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return result
+
+
+ROUTERS: Sequence[APIRouter] = (projects, items, queue)
+
+# -- errors --------------------------------------------------------------------------------------------------
+
+
+def _error(status_code: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    REJECTED.labels(code).inc()
+    body = ErrorBody.model_validate({"error": {"code": code, "message": message, "details": details}})
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code)
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    parts = list(loc)
+    where = ""
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        where = "" if parts[0] == "body" else f"{parts[0]} parameter "
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return where + (out or "body")
+
+
+def _validation_error(exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            loc = error.get("loc", ())
+            position = loc[-1] if len(loc) > 1 else None
+            reason = (error.get("ctx") or {}).get("error", "malformed")
+            return _error(
+                400,
+                "invalid_json",
+                f"the request body is not valid JSON: {reason} at position {position}",
+                {"position": position},
+            )
+        if error.get("type") == "missing" and tuple(error.get("loc", ())) == ("body",):
+            return _error(422, "validation_error", "the request needs a JSON body")
+    details = []
+    for error in errors:
+        message = str(error.get("msg", "invalid"))
+        message = message.removeprefix("Value error, ")
+        details.append({"field": _path(error.get("loc", ())), "message": message, "type": error.get("type")})
+    shown = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    if len(details) > 5:
+        shown += f" (and {len(details) - 5} more)"
+    return _error(422, "validation_error", shown, details)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error, ours and the framework's, as ``{"error": {"code", "message", "details"}}``."""
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        error = cast(ApiError, exc)
+        return _error(error.status_code, error.code, error.message, error.details)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        return _validation_error(cast(RequestValidationError, exc))
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        error = cast(StarletteHTTPException, exc)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        if error.status_code < 400:
+            return Response(status_code=error.status_code, headers=error.headers)
+        response = _error(error.status_code, code, str(error.detail))
+        if error.headers:
+            response.headers.update(error.headers)
+        return response
+
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return _error(500, "internal", "internal server error")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)

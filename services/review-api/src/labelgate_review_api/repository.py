@@ -1,0 +1,180 @@
+"""The review API's collections and every query on them. Each read names the project it is scoped to, so an
+object of another project is simply not found."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from labelgate_core.events import Event
+from labelgate_core.store.port import Doc, Index, Reader, Store, Transaction
+from labelgate_core.topics import encode, headers_for
+
+PROJECTS = "projects"
+GUIDELINES = "guideline_versions"
+ITEMS = "items"
+TASKS = "tasks"
+REVIEWS = "reviews"
+FINALS = "finals"
+
+INDEXES: Mapping[str, Sequence[Index]] = {
+    PROJECTS: (),
+    GUIDELINES: (Index(("project_id", "version"), unique=True),),
+    ITEMS: (
+        Index(("project_id", "idempotency_key"), unique=True),
+        Index(("project_id", "_id")),
+        Index(("project_id", "state", "_id")),
+    ),
+    # Leasing reads open tasks of one project by (priority, age); the task id itself is derived from the
+    # item, so the primary key is what keeps a repeated decision from queueing an item twice.
+    TASKS: (Index(("project_id", "done", "priority", "queued_ts")), Index(("project_id", "item_id"))),
+    REVIEWS: (Index(("task_id",), unique=True), Index(("project_id", "item_id"))),
+    FINALS: (Index(("project_id", "_id")), Index(("project_id", "source"))),
+}
+
+
+def _chunks(values: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+class ReviewRepository:
+    """Reads, through the store (outside a transaction) or through a transaction."""
+
+    def __init__(self, db: Reader) -> None:
+        self.db = db
+
+    # -- projects
+
+    async def get_project(self, project_id: str) -> Doc | None:
+        return await self.db.find_one(PROJECTS, {"_id": project_id})
+
+    async def list_projects(self, project_ids: frozenset[str] | None) -> list[Doc]:
+        """Every project, or only those in ``project_ids``."""
+        if project_ids is None:
+            return await self.db.find(PROJECTS, {}, sort=[("_id", 1)])
+        return await self.db.find(PROJECTS, {"_id": {"$in": sorted(project_ids)}}, sort=[("_id", 1)])
+
+    # -- items
+
+    async def get_item(self, project_id: str, item_id: str) -> Doc | None:
+        return await self.db.find_one(ITEMS, {"_id": item_id, "project_id": project_id})
+
+    async def items_by_keys(self, project_id: str, keys: Sequence[str], *, chunk: int) -> dict[str, Doc]:
+        """Items of the project holding any of ``keys``, by key: one query per ``chunk`` keys."""
+        found: dict[str, Doc] = {}
+        for part in _chunks(keys, chunk):
+            for doc in await self.db.find(ITEMS, {"project_id": project_id, "idempotency_key": {"$in": list(part)}}):
+                found[doc["idempotency_key"]] = doc
+        return found
+
+    async def list_items(
+        self, project_id: str, *, state: str | None, after: str | None, limit: int
+    ) -> list[Doc]:
+        filter: dict[str, Any] = {"project_id": project_id}
+        if state is not None:
+            filter["state"] = state
+        if after is not None:
+            filter["_id"] = {"$gt": after}
+        return await self.db.find(ITEMS, filter, sort=[("_id", 1)], limit=limit)
+
+    async def count_items(self, project_id: str, state: str | None = None) -> int:
+        filter: dict[str, Any] = {"project_id": project_id}
+        if state is not None:
+            filter["state"] = state
+        return await self.db.count(ITEMS, filter)
+
+    # -- reviews and finals
+
+    async def reviews_for_items(self, project_id: str, item_ids: Sequence[str], *, chunk: int) -> dict[str, list[Doc]]:
+        by_item: dict[str, list[Doc]] = {}
+        for part in _chunks(item_ids, chunk):
+            docs = await self.db.find(
+                REVIEWS, {"project_id": project_id, "item_id": {"$in": list(part)}}, sort=[("created_at", 1)]
+            )
+            for doc in docs:
+                by_item.setdefault(doc["item_id"], []).append(doc)
+        return by_item
+
+    async def review_for_task(self, project_id: str, task_id: str) -> Doc | None:
+        return await self.db.find_one(REVIEWS, {"task_id": task_id, "project_id": project_id})
+
+    async def count_reviews(self, project_id: str) -> int:
+        return await self.db.count(REVIEWS, {"project_id": project_id})
+
+    async def count_finals(self, project_id: str, source: str) -> int:
+        return await self.db.count(FINALS, {"project_id": project_id, "source": source})
+
+    async def get_final(self, project_id: str, item_id: str) -> Doc | None:
+        return await self.db.find_one(FINALS, {"_id": item_id, "project_id": project_id})
+
+    # -- tasks
+
+    async def get_task(self, project_id: str, task_id: str) -> Doc | None:
+        return await self.db.find_one(TASKS, {"_id": task_id, "project_id": project_id})
+
+    async def count_open_tasks(self, project_id: str) -> int:
+        return await self.db.count(TASKS, {"project_id": project_id, "done": False})
+
+    async def count_leased_tasks(self, project_id: str, now: float) -> int:
+        return await self.db.count(TASKS, {"project_id": project_id, "done": False, "available_at": {"$gt": now}})
+
+
+class ReviewWriter(ReviewRepository):
+    """Reads and writes inside one transaction, events included (they go to the outbox of that transaction)."""
+
+    def __init__(self, tx: Transaction) -> None:
+        super().__init__(tx)
+        self.tx = tx
+
+    async def emit(self, event: Event) -> None:
+        await self.tx.add_outbox(event.topic, event.key, encode(event), headers_for(event))
+
+    async def insert_project(self, doc: Doc) -> None:
+        await self.tx.insert(PROJECTS, doc)
+
+    async def update_project(
+        self, project_id: str, *, set: Mapping[str, Any], inc: Mapping[str, float] | None = None
+    ) -> Doc | None:
+        return await self.tx.find_one_and_update(PROJECTS, {"_id": project_id}, set=set, inc=inc)
+
+    async def insert_guideline_version(self, doc: Doc) -> None:
+        await self.tx.insert(GUIDELINES, doc)
+
+    async def insert_items(self, docs: Sequence[Doc]) -> None:
+        await self.tx.insert_many(ITEMS, docs)
+
+    async def update_item(self, project_id: str, item_id: str, set: Mapping[str, Any]) -> bool:
+        return await self.tx.update_one(ITEMS, {"_id": item_id, "project_id": project_id}, set=set)
+
+    async def insert_task(self, doc: Doc) -> None:
+        await self.tx.insert(TASKS, doc)
+
+    async def lease_next_task(self, project_id: str, *, now: float, set: Mapping[str, Any]) -> Doc | None:
+        """Atomically take the first open task nobody holds: lowest priority value first, then oldest. An
+        expired lease (``available_at`` in the past) counts as nobody holding it, so no sweeper is needed."""
+        return await self.tx.find_one_and_update(
+            TASKS,
+            {"project_id": project_id, "done": False, "available_at": {"$lte": now}},
+            sort=[("priority", 1), ("queued_ts", 1), ("_id", 1)],
+            set=set,
+            inc={"lease_count": 1},
+        )
+
+    async def update_task(
+        self, project_id: str, task_id: str, *, where: Mapping[str, Any], set: Mapping[str, Any]
+    ) -> Doc | None:
+        """Update the task if it also matches ``where``; the task as updated, or None."""
+        return await self.tx.find_one_and_update(
+            TASKS, {"_id": task_id, "project_id": project_id, **where}, set=set
+        )
+
+    async def insert_review(self, doc: Doc) -> None:
+        await self.tx.insert(REVIEWS, doc)
+
+    async def insert_final(self, doc: Doc) -> None:
+        await self.tx.insert(FINALS, doc)
+
+
+def stream_finals(store: Store, project_id: str, *, batch_size: int) -> AsyncIterator[Doc]:
+    """The project's final labels in item order, read in batches so an export never holds them all."""
+    return store.stream(FINALS, {"project_id": project_id}, sort=[("_id", 1)], batch_size=batch_size)
