@@ -3,17 +3,22 @@ what only Kafka has (topic creation with partitions, replication and min.insync.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # type: ignore[import-untyped]
 
 from labelgate_core.adapters import make_bus
 from labelgate_core.bus.kafka import KafkaBus, TopicCreationError
 from labelgate_core.bus.port import Bus, CommitFailedError, Consumer, OutgoingMessage, Record, TopicPartition
+from labelgate_core.consumer import EventConsumer, HandlerContext
+from labelgate_core.events import Event
 from labelgate_core.settings import CoreSettings
+from labelgate_core.store.sqlite import SqliteStore
 from labelgate_core.testing.bus_contract import BusContract, BusFactory, next_offsets
 from labelgate_core.topics import ITEM_SUBMITTED, dlq_topic
 
@@ -22,20 +27,22 @@ pytestmark = pytest.mark.contract
 PARTITIONS = 3
 
 
-def kafka_bus(bootstrap: str, **overrides: object) -> KafkaBus:
-    """A bus for a one-broker cluster, with short group timeouts so rebalances take well under a second."""
-    options: dict[str, object] = {
-        "client_id": "labelgate-tests",
-        "partitions": PARTITIONS,
-        "replication_factor": 1,
-        "min_insync_replicas": 1,
-        "request_timeout_ms": 15_000,
-        "session_timeout_ms": 3_000,
-        "heartbeat_interval_ms": 250,
-        "ready_timeout_s": 2.0,
-    }
-    options.update(overrides)
-    return KafkaBus(bootstrap, **options)  # type: ignore[arg-type]
+def kafka_bus(
+    bootstrap: str, *, partitions: int = PARTITIONS, replication_factor: int = 1, min_insync_replicas: int = 1
+) -> KafkaBus:
+    """A bus for a one-broker cluster, with short group timeouts so that rebalances take well under a second
+    (the test broker accepts sessions down to 500 ms)."""
+    return KafkaBus(
+        bootstrap,
+        client_id="labelgate-tests",
+        partitions=partitions,
+        replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
+        request_timeout_ms=15_000,
+        session_timeout_ms=3_000,
+        heartbeat_interval_ms=250,
+        ready_timeout_s=2.0,
+    )
 
 
 class TestKafkaBus(BusContract):
@@ -125,7 +132,7 @@ async def test_publish_creates_a_dlq_topic_on_first_use_and_keeps_key_headers_an
     headers = (("dlq.original_topic", ITEM_SUBMITTED.encode()), ("dlq.attempts", b"3"))
     await bus.publish([OutgoingMessage(topic, "item-1", f"v{i}".encode(), headers) for i in range(20)])
 
-    consumer = bus.consumer("tests.dlq", [topic])
+    consumer = bus.consumer(fresh("dlq-readers"), [topic])
     await consumer.start()
     try:
         records = await poll_until(consumer, 20)
@@ -138,30 +145,78 @@ async def test_publish_creates_a_dlq_topic_on_first_use_and_keeps_key_headers_an
     assert [record.offset for record in records] == list(range(20))
 
 
-async def test_a_commit_after_the_partitions_moved_to_another_member_is_refused(bus: KafkaBus) -> None:
-    topic = fresh("rebalance")
-    await bus.publish([OutgoingMessage(topic, f"item-{i}", b"x") for i in range(30)])
+@pytest.mark.integration
+async def test_the_consumer_runner_dead_letters_an_unreadable_record_and_moves_on(
+    bus: KafkaBus, tmp_path: Path
+) -> None:
+    topic = fresh("unreadable")
+    await bus.publish([OutgoingMessage(topic, "item-9", b"not an event", (("trace_id", b"t-1"),))])
+    store = SqliteStore(tmp_path / "service.db")
+    await store.start()
 
-    first = bus.consumer("tests.rebalance", [topic])
+    async def never_called(event: Event, ctx: HandlerContext) -> None:
+        raise AssertionError("an undecodable record reached its handler")
+
+    runner = EventConsumer(bus, store.transaction, fresh("service.readers"), {topic: never_called})
+    stopping = asyncio.Event()
+    running = asyncio.create_task(runner.run(stopping))
+    dead = bus.consumer(fresh("dlq.readers"), [dlq_topic(topic)])
+    try:
+        await dead.start()
+        (letter,) = await poll_until(dead, 1)
+        assert (letter.topic, letter.key, letter.value) == (dlq_topic(topic), "item-9", b"not an event")
+        headers = dict(letter.headers)
+        assert headers["trace_id"] == b"t-1"
+        assert headers["dlq.original_topic"] == topic.encode()
+        assert headers["dlq.offset"] == b"0"
+        assert int(headers["dlq.partition"]) in range(PARTITIONS)
+
+        # The runner committed past the bad record: a new member of its group starts after it.
+        stopping.set()
+        await running
+        again = bus.consumer(runner.group_id, [topic])
+        await again.start()
+        assert await again.poll(timeout_s=1.0) == []
+        await again.stop()
+    finally:
+        stopping.set()
+        await running
+        await dead.stop()
+        await store.stop()
+
+
+async def test_a_commit_after_the_partitions_moved_to_another_member_is_refused(bus: KafkaBus) -> None:
+    topic, group = fresh("rebalance"), fresh("workers")
+    everything = {TopicPartition(topic, p) for p in range(PARTITIONS)}
+    await bus.publish([OutgoingMessage(topic, f"item-{i}", f"v{i}".encode()) for i in range(30)])
+
+    first = bus.consumer(group, [topic])
     await first.start()
-    second = bus.consumer("tests.rebalance", [topic])
+    second = bus.consumer(group, [topic])
     try:
         polled = await poll_until(first, 30)
         assert len(polled) == 30
-        assert first.assignment() == {TopicPartition(topic, p) for p in range(PARTITIONS)}
+        assert first.assignment() == everything
 
-        await second.start()  # the group rebalances: some partitions leave the first member
-        assert second.assignment()
-        assert first.assignment().isdisjoint(second.assignment())
-        assert first.assignment() | second.assignment() == {TopicPartition(topic, p) for p in range(PARTITIONS)}
+        await second.start()  # the group rebalances while the first member is "processing" its batch
+        redelivered: list[Record] = []
+        for _ in range(40):
+            mine, theirs = first.assignment(), second.assignment()
+            if mine and theirs and mine.isdisjoint(theirs) and mine | theirs == everything:
+                break
+            redelivered += await second.poll(timeout_s=0.25)
+            await first.poll(timeout_s=0.25)
+        else:
+            pytest.fail(f"the group did not settle: {first.assignment()} / {second.assignment()}")
 
         with pytest.raises(CommitFailedError):
             await first.commit(next_offsets(polled))
 
-        # Nothing was committed, so the records come again, split between the two members.
-        again = await poll_until(first, 1, rounds=4) + await poll_until(second, 1, rounds=4)
-        assert again
-        await first.commit(next_offsets([r for r in again if r.tp in first.assignment()]))
+        # Nothing was committed: the second member gets every record of the partitions it took over.
+        taken = {(r.partition, r.value) for r in polled if r.tp in second.assignment()}
+        redelivered += await poll_until(second, len(taken) - len(redelivered), rounds=10)
+        assert {(r.partition, r.value) for r in redelivered} == taken
+        await second.commit(next_offsets(redelivered))
     finally:
         await second.stop()
         await first.stop()

@@ -9,30 +9,64 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
 from labelgate_core.adapters import make_store
+from labelgate_core.bus.memory import MemoryBus
+from labelgate_core.consumer import EventConsumer, Handler, HandlerContext
 from labelgate_core.errors import RetriableError
+from labelgate_core.events import Event
+from labelgate_core.outbox import OutboxRelay
 from labelgate_core.settings import CoreSettings
 from labelgate_core.store.mongo import MongoStore, MongoTransaction
-from labelgate_core.store.port import DuplicateKeyError, Index
+from labelgate_core.store.port import DuplicateKeyError, Index, Store
+from labelgate_core.testing.store_contract import StoreContract, StoreFactory
+from labelgate_core.topics import ITEM_SUBMITTED
+
+from .helpers import FAST_RETRY, eventually, lag, publish, read_topic, submitted
 
 pytestmark = pytest.mark.contract
+
+
+OpenStore = Callable[[], Awaitable[MongoStore]]
 
 
 def database_name() -> str:
     return f"lgtest_{uuid.uuid4().hex[:16]}"
 
 
+async def drop_database(mongo_url: str, name: str) -> None:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
+    try:
+        await client.drop_database(name)
+    finally:
+        await client.close()
+
+
+class TestMongoStore(StoreContract):
+    @pytest.fixture
+    async def store_factory(self, mongo_url: str) -> AsyncIterator[StoreFactory]:
+        name = database_name()
+
+        async def open_one() -> Store:
+            store = MongoStore(mongo_url, name)
+            await store.start()
+            return store
+
+        yield open_one
+        await drop_database(mongo_url, name)
+
+
 @pytest.fixture
-async def open_store(mongo_url: str) -> AsyncIterator[Callable[..., Awaitable[MongoStore]]]:
+async def open_store(mongo_url: str) -> AsyncIterator[OpenStore]:
     """Opens started stores on one fresh database (several stores on it act as several processes); the
     database is dropped afterwards."""
     name = database_name()
     stores: list[MongoStore] = []
 
-    async def open_one(**options: object) -> MongoStore:
-        store = MongoStore(mongo_url, name, **options)
+    async def open_one() -> MongoStore:
+        store = MongoStore(mongo_url, name)
         await store.start()
         stores.append(store)
         return store
@@ -40,14 +74,16 @@ async def open_store(mongo_url: str) -> AsyncIterator[Callable[..., Awaitable[Mo
     yield open_one
     for store in stores:
         await store.stop()
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
-    await client.drop_database(name)
-    await client.close()
+    await drop_database(mongo_url, name)
 
 
 @pytest.fixture
-async def store(open_store: Callable[..., Awaitable[MongoStore]]) -> MongoStore:
+async def store(open_store: OpenStore) -> MongoStore:
     return await open_store()
+
+
+def replays(outcome: str) -> float:
+    return REGISTRY.get_sample_value("labelgate_store_transaction_replays_total", {"outcome": outcome}) or 0.0
 
 
 async def with_retries(body: Callable[[], Awaitable[None]], attempts: int = 20) -> int:
@@ -66,7 +102,7 @@ async def with_retries(body: Callable[[], Awaitable[None]], attempts: int = 20) 
 
 
 async def test_writes_and_reads_are_majority_even_when_the_url_asks_for_less(
-    open_store: Callable[..., Awaitable[MongoStore]], mongo_url: str
+    open_store: OpenStore, mongo_url: str
 ) -> None:
     weak_url = mongo_url + ("&" if "?" in mongo_url else "?") + "w=1&readConcernLevel=local"
     store = await open_store()
@@ -172,14 +208,18 @@ async def test_a_duplicate_the_server_finds_aborts_the_transaction(store: MongoS
     with pytest.raises(DuplicateKeyError):
         async with store.transaction() as tx:
             await tx.update_one("reviews", {"_id": "r2"}, set={"reviewer_id": "a"})
-    caught = False
-    with pytest.raises(RetriableError):
+    caught: list[DuplicateKeyError] = []
+
+    async def swallow_the_duplicate() -> None:
         async with store.transaction() as tx:
             await tx.insert("notes", {"_id": "n1"})
             try:
                 await tx.update_one("reviews", {"_id": "r2"}, set={"reviewer_id": "a"})
-            except DuplicateKeyError:
-                caught = True
+            except DuplicateKeyError as exc:
+                caught.append(exc)
+
+    with pytest.raises(RetriableError):
+        await swallow_the_duplicate()
     assert caught
     assert await store.count("notes", {}) == 0
 
@@ -218,18 +258,22 @@ async def test_outbox_entries_come_out_in_commit_order_and_go_when_done(store: M
 
 async def test_a_rolled_back_transaction_leaves_no_outbox_and_no_signal(store: MongoStore) -> None:
     store.outbox_signal.clear()
-    with pytest.raises(RuntimeError, match="handler failed"):
+
+    async def failing_handler() -> None:
         async with store.transaction() as tx:
             await tx.insert("items", {"_id": "i1"})
             await tx.add_outbox("t", "k", b"v")
             raise RuntimeError("handler failed")
+
+    with pytest.raises(RuntimeError, match="handler failed"):
+        await failing_handler()
     assert not store.outbox_signal.is_set()
     assert await store.outbox_pending() == []
     assert await store.count("items", {}) == 0
 
 
 async def test_concurrent_outbox_writers_in_two_processes_all_commit_with_distinct_ordered_seqs(
-    open_store: Callable[..., Awaitable[MongoStore]],
+    open_store: OpenStore,
 ) -> None:
     """Every outbox write increments one counter, so overlapping transactions conflict on it; the losers
     replay and commit without their callers noticing, and each transaction's entries stay together."""
@@ -293,6 +337,7 @@ async def test_concurrent_blind_increments_replay_without_bothering_the_caller(s
     async with store.transaction() as tx:
         await tx.insert("counters", {"_id": "c", "n": 0})
     started = asyncio.Barrier(5)
+    replayed_before, changed_before = replays("replayed"), replays("changed")
 
     async def bump(i: int) -> None:
         async with store.transaction() as tx:
@@ -303,6 +348,8 @@ async def test_concurrent_blind_increments_replay_without_bothering_the_caller(s
     await asyncio.gather(*(bump(i) for i in range(5)))
     assert await store.find_one("counters", {"_id": "c"}) == {"_id": "c", "n": 5}
     assert await store.count("log", {}) == 5
+    assert replays("replayed") > replayed_before  # the conflicts did happen, and were absorbed
+    assert replays("changed") == changed_before
 
 
 async def test_two_handlers_racing_on_one_event_apply_its_effect_once(store: MongoStore) -> None:
@@ -359,8 +406,54 @@ async def test_a_document_held_by_another_transaction_ends_in_retriable_error(
     assert await store.find_one("counters", {"_id": "c"}) == {"_id": "c", "n": 10}
 
 
-async def test_ready_reports_a_stopped_store(open_store: Callable[..., Awaitable[MongoStore]]) -> None:
+async def test_ready_reports_a_stopped_store(open_store: OpenStore) -> None:
     store = await open_store()
     assert await store.ready()
     await store.stop()
     assert not await store.ready()
+
+
+# -- with the consumer runner ------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_two_consumer_groups_apply_each_event_once_and_relay_what_they_emit(
+    bus: MemoryBus, store: MongoStore
+) -> None:
+    """Two groups' batches write one aggregate document and the outbox at the same time: their transactions
+    conflict, and still every event counts once per group and every emitted event is relayed once."""
+    events = [submitted(f"item-{i}", f"text-{i}") for i in range(30)]
+    await publish(bus, *events, *events[:10])  # the first ten are delivered twice
+    groups = ["tests.alpha", "tests.beta"]
+
+    def handler_for(group: str) -> Handler:
+        async def handle(event: Event, ctx: HandlerContext) -> None:
+            await ctx.tx.update_one("totals", {"_id": "all"}, inc={group.split(".")[1]: 1}, upsert=True)
+            await ctx.tx.add_outbox("tests.out", event.key, f"{group}:{event.event_id}".encode())
+
+        return handle
+
+    stopping = asyncio.Event()
+    consumers = [
+        EventConsumer(
+            bus=bus, store_transaction=store.transaction, group_id=group, handlers={ITEM_SUBMITTED: handler_for(group)},
+            retry=FAST_RETRY, max_records=7, poll_timeout_s=0.05,
+        )
+        for group in groups
+    ]
+    tasks = [asyncio.create_task(consumer.run(stopping)) for consumer in consumers]
+
+    async def drained() -> bool:
+        return all(lag(bus, group, [ITEM_SUBMITTED]) == 0 for group in groups)
+
+    try:
+        await eventually(drained, timeout_s=30, what="both groups to commit everything")
+    finally:
+        stopping.set()
+        await asyncio.gather(*tasks)
+
+    assert await store.find_one("totals", {"_id": "all"}) == {"_id": "all", "alpha": 30, "beta": 30}
+    assert await OutboxRelay(store, bus, service="tests").publish_pending() == 60
+    assert await store.outbox_pending() == []
+    values = [record.value.decode() for record in await read_topic(bus, "tests.out", 60)]
+    assert sorted(values) == sorted(f"{g}:{e.event_id}" for g in groups for e in events)

@@ -32,6 +32,6 @@ def test_standalone_app_starts_and_is_ready(tmp_path: Path) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
         assert ready.status_code == 200
-        assert "labelgate_labeler_proposals_total" in client.get("/metrics").text
+        assert "labelgate_labeler_predictions_total" in client.get("/metrics").text
 
     assert (tmp_path / "labeler.db").exists()

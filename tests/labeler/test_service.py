@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labelgate_core.bus.memory import MemoryBus
-from labelgate_core.bus.port import Consumer, OutgoingMessage
+from labelgate_core.bus.port import Consumer, OutgoingMessage, TopicPartition
 from labelgate_core.events import (
     Event,
     GuidelineChanged,
@@ -44,6 +44,7 @@ WORDS = {
     "shipping": ["parcel", "delivery", "courier", "tracking", "shipped", "arrived", "package", "late", "warehouse"],
 }
 FILLER = ["the", "a", "my", "of", "and", "to", "in", "for", "on", "with", "is", "was", "please", "hello", "thanks"]
+PARTITIONS = 4
 _ids = itertools.count()
 
 
@@ -167,15 +168,27 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path, settings: LabelerSettings) -> AsyncIterator[Harness]:
-    bus = MemoryBus()
+    bus = MemoryBus(partitions=PARTITIONS)
     h = Harness(bus, tmp_path / "labeler.db", settings)
     yield h
     for service in list(h.running):
         await h.stop(service)
 
 
-async def idle(service: LabelerService) -> None:
-    await until(service.idle, "the labeler to be idle")
+async def idle(service: LabelerService, bus: MemoryBus) -> None:
+    """Wait until the labeler has committed everything published so far, and published its outbox."""
+
+    async def caught_up() -> bool:
+        for group, handlers in service.subscriptions().items():
+            committed = bus.committed(group)
+            for topic in handlers:
+                for partition in range(PARTITIONS):
+                    tp = TopicPartition(topic, partition)
+                    if committed.get(tp, 0) < bus.end_offset(tp):
+                        return False
+        return not await service.store.outbox_pending(1)
+
+    await until(caught_up, "the labeler to catch up")
 
 
 async def test_cold_start_proposal_has_no_confidence(harness: Harness) -> None:
@@ -207,7 +220,7 @@ async def test_reviews_train_a_version_and_later_items_get_confident_labels(harn
     service = await harness.start()
 
     await publish(harness.bus, *reviews(19))
-    await idle(service)
+    await idle(service, harness.bus)
     assert await service.retrain_due() == {}  # 19 < min_train_examples: still cold
     await publish(harness.bus, *reviews(1, seed=1))
     [update] = await updates.take(1)
@@ -263,7 +276,7 @@ async def test_a_redelivered_review_is_not_counted_twice(harness: Harness) -> No
 
     four = reviews(4, seed=3)
     await publish(harness.bus, *four, four[0])  # five deliveries, four reviews
-    await idle(service)
+    await idle(service, harness.bus)
     await service.retrain_due()
     assert [v["version"] for v in await service.store.find("model_versions", {})] == [1]
 
@@ -279,7 +292,7 @@ async def test_a_later_review_of_an_item_replaces_its_label(harness: Harness) ->
     correction = review(("shipping",), "parcel arrived late", item_id="item-x")
 
     await publish(harness.bus, first, correction)
-    await idle(service)
+    await idle(service, harness.bus)
 
     [example] = await service.store.find("examples", {"project_id": PROJECT})
     assert example["item_id"] == "item-x"
@@ -292,7 +305,7 @@ async def test_an_older_review_arriving_late_does_not_overwrite_a_newer_one(harn
     newer = review(("shipping",), "parcel arrived late", item_id="item-y")
 
     await publish(harness.bus, newer, older)
-    await idle(service)
+    await idle(service, harness.bus)
 
     [example] = await service.store.find("examples", {"project_id": PROJECT})
     assert example["labels"] == ["shipping"]
@@ -324,7 +337,7 @@ async def test_a_restart_after_new_reviews_makes_a_new_version(harness: Harness)
     await publish(harness.bus, *reviews(20))
     await updates.take(1)
     await publish(harness.bus, *reviews(3, seed=5))  # below the schedule: not trained on yet
-    await idle(service)
+    await idle(service, harness.bus)
     await harness.stop(service)
 
     scored = await harness.reader(LABEL_SCORED)
@@ -387,7 +400,7 @@ async def test_a_guideline_change_records_the_projects_task(harness: Harness) ->
     )
 
     await publish(harness.bus, change)
-    await idle(service)
+    await idle(service, harness.bus)
 
     project = await service.store.find_one("projects", {"_id": PROJECT})
     assert project is not None

@@ -21,7 +21,7 @@ from labelgate_core.events import (
     RoutingReason,
     utcnow,
 )
-from labelgate_core.topics import decode, encode, headers_for
+from labelgate_core.topics import DLQ_SUFFIX, decode, encode, headers_for
 
 T = TypeVar("T")
 
@@ -55,14 +55,19 @@ async def publish(bus: MemoryBus, *events: Event) -> None:
 
 
 async def published(bus: MemoryBus, topic: str) -> list[Event]:
-    """Everything on ``topic`` so far, read by a throwaway consumer group."""
+    """The distinct events on ``topic`` so far, read by a throwaway consumer group. Delivery is at least once
+    (a relay may publish an entry again), so, like every consumer, this counts an event id once."""
     consumer = bus.consumer(f"test-reader-{time.monotonic_ns()}", [topic])
     await consumer.start()
     try:
         records = []
         while batch := await consumer.poll(max_records=100_000, timeout_s=0.05):
             records.extend(batch)
-        return [decode(r.topic, r.value) for r in records]
+        events: dict[str, Event] = {}
+        for record in records:
+            event = decode(record.topic.removesuffix(DLQ_SUFFIX), record.value)
+            events.setdefault(event.event_id, event)
+        return list(events.values())
     finally:
         await consumer.stop()
 
@@ -75,6 +80,7 @@ async def wait_published(bus: MemoryBus, topic: str, count: int) -> list[Event]:
         return events if len(events) >= count else None
 
     events = await eventually(enough)
+    assert events is not None
     assert len(events) == count, events
     return events
 
@@ -160,7 +166,7 @@ async def queue_items(
     confs = list(confidences) or [0.5] * len(ids)
     await publish(bus, *(decision(project_id, i, confidence=c) for i, c in zip(ids, confs, strict=True)))
     for item_id in ids:
-        await eventually(lambda item_id=item_id: _is(api, project_id, item_id, "queued"))
+        await wait_state(api, project_id, item_id, "queued")
     return ids
 
 

@@ -120,8 +120,10 @@ def replay_command(
     if task not in TASKS:
         raise typer.BadParameter(f"--task must be one of {', '.join(TASKS)}")
     _quiet_logs()
-    options = ReplayOptions(task=task, project_id=project, threshold=threshold, audit_rate=audit_rate,
-                            batch=batch, reviewers=reviewers)
+    options = ReplayOptions(
+        task="multi_label" if task == "multi_label" else "classification",
+        project_id=project, threshold=threshold, audit_rate=audit_rate, batch=batch, reviewers=reviewers,
+    )
     try:
         report = asyncio.run(_replay(file, options, url, data_dir, limit, show_progress=True))
     except DatasetError as exc:

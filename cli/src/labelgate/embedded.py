@@ -63,16 +63,20 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int | None = None) -> AsyncIterator[str]:
+async def serve_in_background(
+    app: FastAPI, host: str = "127.0.0.1", port: int | None = None, startup_timeout_s: float = 120.0
+) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on this event loop; yields its base URL and shuts it down gracefully."""
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the embedded server stopped while starting")
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(startup_timeout_s):
+        while not server.started:
+            if task.done() or server.should_exit:
+                server.should_exit = True
+                await task
+                raise RuntimeError("the embedded pipeline failed to start; its log says why")
+            await asyncio.sleep(0.05)
     try:
         yield f"http://{host}:{port}"
     finally:

@@ -8,16 +8,18 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sklearn.metrics import cohen_kappa_score
 
 from labelgate_client import LabelgateClient
+from labelgate_client.models import Item
 
-TASKS = ("classification", "multi_label")
+TaskName = Literal["classification", "multi_label"]
+TASKS: tuple[TaskName, ...] = ("classification", "multi_label")
 
 
 class DatasetError(ValueError):
@@ -92,7 +94,7 @@ class ReplayReport:
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    task: str = "classification"
+    task: TaskName = "classification"
     project_id: str | None = None
     threshold: float = 0.9
     audit_rate: float = 0.05
@@ -111,13 +113,12 @@ async def replay(
     project_id = options.project_id or f"replay-{int(time.time() * 1000)}"
     label_names = sorted({label for item in items for label in item.labels})
     await client.create_project(
-        {
-            "id": project_id,
-            "name": f"Replay of {len(items)} items",
-            "task": {"type": options.task, "labels": [{"name": n, "description": ""} for n in label_names]},
-            "guidelines": "",
-            "routing": {"threshold": options.threshold, "audit_rate": options.audit_rate},
-        }
+        project_id,
+        name=f"Replay of {len(items)} items",
+        labels=label_names,
+        task_type=options.task,
+        threshold=options.threshold,
+        audit_rate=options.audit_rate,
     )
     gold_by_key = {item.key: item for item in items}
     gold: dict[str, tuple[str, ...]] = {}
@@ -188,6 +189,17 @@ async def _wait_all_final(
         await asyncio.sleep(0.1)
 
 
+async def _all_items(client: LabelgateClient, project_id: str) -> AsyncIterator[Item]:
+    after: str | None = None
+    while True:
+        page = await client.list_items(project_id, limit=1000, after=after)
+        for item in page.items:
+            yield item
+        if not page.next_after:
+            return
+        after = page.next_after
+
+
 def _accuracy(pairs: Sequence[tuple[tuple[str, ...], tuple[str, ...]]]) -> float | None:
     if not pairs:
         return None
@@ -222,7 +234,7 @@ async def _report(
     ai_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
     proposed_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
     reviewed_ai_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-    async for item in client.iter_items(project_id):
+    async for item in _all_items(client, project_id):
         truth = gold[item.item_id]
         decision = item.decision
         proposal = tuple(decision.proposal.labels) if decision else ()

@@ -187,7 +187,7 @@ class EventConsumer:
             ("dlq.original_topic", record.topic.encode()),
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
-            ("dlq.error", repr(exc)[:2000].encode()),
+            ("dlq.error", f"{type(exc).__name__}: {exc}"[:2000].encode()),
             ("dlq.attempts", str(attempts).encode()),
             ("dlq.group", self.group_id.encode()),
         )

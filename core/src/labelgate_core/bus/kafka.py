@@ -300,7 +300,8 @@ class KafkaConsumer:
         self.group_id = group_id
         self.topics = topics
         self._client: Any = None
-        # Bumped on every assignment; a partition's record says under which assignment it was last polled.
+        # Each assignment this member receives gets a number; ``_polled_under`` keeps, per partition, the
+        # number of the assignment under which it was last polled.
         self._assignments = itertools.count(1)
         self._assigned: dict[TopicPartition, int] = {}
         self._polled_under: dict[TopicPartition, int] = {}

@@ -9,21 +9,25 @@ be run again from here, so every operation and what it returned (or the ``Duplic
 recorded; after a transient abort the recorded operations are replayed in a fresh transaction, and if each of
 them observes exactly what it observed the first time, the body would have issued the very same calls, so
 the replay is the re-run and the transaction goes on as if nothing happened. If any observation differs, the
-caller gets ``RetriableError`` and the consumer runner runs the handler again from the start. Blind writes (an
-``inc``, the outbox, the inbox record of a new event) therefore never fail on a conflict; read-modify-write
-cycles that lost a race are re-run by the caller, so no update is lost.
+caller gets ``RetriableError`` and the consumer runner runs the handler again from the start. So conflicts on
+blind writes (an ``inc``, the outbox counter, the inbox record of a new event) stay inside the store, unless
+they go on past ``MAX_RESTARTS``; a read-modify-write that lost a race is re-run by its caller; no update is
+lost either way.
 
 How the outbox keeps commit order. Entries are buffered in the transaction and written just before commit,
 each with ``_id = seq`` taken from one counter document that the same transaction increments. Only one of two
 overlapping transactions can write that counter (the other conflicts and replays from a newer snapshot), so a
 transaction that got a higher seq started its increment after every lower seq had committed: seq order is
 commit order, and the relay, reading by seq, never sees a later seq commit before an earlier one appears.
-Within one process a lock around the counter increment and commit turns those conflicts into a short wait.
+Within one process a lock serialises the counter increment and the commit, so there a conflict on the
+counter costs one replay at most instead of a race.
 Aborted transactions leave gaps in the sequence, never reorderings."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
+from prometheus_client import Counter
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
@@ -54,6 +59,14 @@ from .documents import check_field, get_path, upsert_seed
 from .port import Doc, DuplicateKeyError, Filter, Index, OutboxEntry, Sort
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+REPLAYS = Counter(
+    "labelgate_store_transaction_replays_total",
+    "MongoDB transactions restarted after a transient abort (a write conflict), by how the replay ended",
+    ["outcome"],
+)
 
 _INBOX = "_inbox"
 _OUTBOX = "_outbox"
@@ -191,7 +204,8 @@ class MongoTransaction:
                     _raise_translated(exc, "mongo transaction")
                 await self._restart(exc)
                 continue
-            self._steps.append(_Step(run, result, duplicate=False))
+            # A copy: the caller may change the documents it got, and the replay compares with what it got.
+            self._steps.append(_Step(run, copy.deepcopy(result), duplicate=False))
             return result
 
     async def _restart(self, cause: PyMongoError) -> None:
@@ -200,6 +214,7 @@ class MongoTransaction:
             self._restarts += 1
             if self._restarts > self.MAX_RESTARTS:
                 self._doomed = cause
+                REPLAYS.labels("exhausted").inc()
                 raise RetriableError(
                     f"transaction kept conflicting ({self._restarts - 1} restarts): {cause}"
                 ) from cause
@@ -212,6 +227,8 @@ class MongoTransaction:
             try:
                 for step in self._steps:
                     await self._replay(step)
+                REPLAYS.labels("replayed").inc()
+                log.debug("transaction replayed %d operations after %s", len(self._steps), cause)
                 return
             except PyMongoError as exc:
                 if not _is_transient(exc):
@@ -232,6 +249,7 @@ class MongoTransaction:
                 "a concurrent transaction changed what this transaction had read; run it again"
             )
             self._doomed = changed
+            REPLAYS.labels("changed").inc()
             raise changed
 
     async def _commit(self) -> bool:

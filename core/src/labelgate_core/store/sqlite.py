@@ -109,8 +109,9 @@ class _Queries:
         if limit is not None or skip:
             sql += " LIMIT ? OFFSET ?"
             params += [-1 if limit is None else limit, skip]
-        async with self._conn.execute(sql, params) as cursor:
-            return [_load(row[0]) for row in await cursor.fetchall()]
+        # One job on aiosqlite's thread: a cursor left open between jobs would pin an old read snapshot for
+        # every other coroutine reading on this connection.
+        return [_load(row[0]) for row in await self._conn.execute_fetchall(sql, params)]
 
     async def find_one(self, collection: str, filter: Filter) -> Doc | None:
         docs = await self.find(collection, filter, limit=1)
@@ -121,9 +122,8 @@ class _Queries:
         if not await self._has_table(collection):
             return 0
         sql = f"SELECT COUNT(*) FROM {_table(collection)} WHERE {where}"  # noqa: S608
-        async with self._conn.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        rows = list(await self._conn.execute_fetchall(sql, params))
+        return int(rows[0][0]) if rows else 0
 
 
 class SqliteTransaction(_Queries):
@@ -273,18 +273,16 @@ class SqliteStore(_Queries):
     async def ready(self) -> bool:
         if self._reader is None:
             return False
-        async with self._reader.execute("SELECT 1") as cursor:
-            return (await cursor.fetchone()) is not None
+        return bool(list(await self._reader.execute_fetchall("SELECT 1")))
 
     async def _committed_table(self, collection: str) -> bool:
         if collection in self._tables:
             return True
         if self._reader is None:
             raise RuntimeError("store not started")
-        async with self._reader.execute(
+        found = bool(list(await self._reader.execute_fetchall(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_table(collection),)
-        ) as cursor:
-            found = await cursor.fetchone() is not None
+        )))
         if found:
             self._tables.add(collection)
         return found
@@ -336,10 +334,9 @@ class SqliteStore(_Queries):
     async def outbox_pending(self, limit: int = 500) -> list[OutboxEntry]:
         if self._reader is None:
             raise RuntimeError("store not started")
-        async with self._reader.execute(
+        rows = await self._reader.execute_fetchall(
             "SELECT seq, topic, key, value, headers FROM _outbox ORDER BY seq LIMIT ?", (limit,)
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             OutboxEntry(seq, topic, key, bytes(value), tuple((h, bytes.fromhex(v)) for h, v in json.loads(hs)))
             for seq, topic, key, value, hs in rows

@@ -33,7 +33,7 @@ Kafka, against the session's broker (the ``kafka_bootstrap`` fixture of ``tests/
         @pytest.fixture
         def bus_factory(self, kafka_bootstrap: str) -> BusFactory:
             async def open_bus() -> Bus:
-                bus = KafkaBus(bootstrap_servers=kafka_bootstrap, partitions=4)
+                bus = KafkaBus(kafka_bootstrap, partitions=4, replication_factor=1, min_insync_replicas=1)
                 await bus.start()
                 return bus
 

@@ -54,8 +54,8 @@ PROJECTS = "projects"
 MODEL_VERSIONS = "model_versions"
 
 PROPOSALS = Counter(
-    "labelgate_labeler_proposals_total",
-    "Proposals published, by model and whether the model could score the item",
+    "labelgate_labeler_predictions_total",
+    "Items a provider labeled, by model and whether it could score them (business totals per project: metrics)",
     ["model_id", "scored"],
 )
 PROPOSAL_SECONDS = Histogram(

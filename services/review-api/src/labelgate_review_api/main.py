@@ -68,7 +68,6 @@ def build_api(
 def create_app() -> FastAPI:
     """The standalone review API, on the adapters ``LABELGATE_…`` settings name."""
     core, settings = CoreSettings(), ReviewApiSettings()
-    configure_logging(core.log_level, core.log_format)
     bus = make_bus(core)
     service = build_review_api(
         bus, make_store(core, "review-api"), settings, retry=RetryPolicy(max_attempts=core.consumer_max_attempts)
@@ -78,5 +77,6 @@ def create_app() -> FastAPI:
 
 
 def cli() -> None:
-    settings = ReviewApiSettings()
+    core, settings = CoreSettings(), ReviewApiSettings()
+    configure_logging(core.log_level, core.log_format)
     uvicorn.run(create_app(), host=settings.host, port=settings.port, log_config=None)

@@ -118,12 +118,15 @@ class ReviewApiService(Service):
         item = await writer.get_item(event.project_id, event.item_id)
         if item is None:
             raise PermanentError(f"decision {event.event_id} is for unknown item {event.project_id}/{event.item_id}")
-        if item["state"] == ItemState.final:
-            log.info("decision for an item already final ignored",
-                     extra={"item_id": event.item_id, "event_id": event.event_id})
-            return
         if event.outcome == DecisionOutcome.auto_accepted:
-            await writer.update_item(event.project_id, event.item_id, {"decision": decision_doc(event)})
+            # The auto-final label travels on another topic and may have arrived first: record the decision
+            # either way, unless the item already shows the decision that made it final.
+            if item["state"] != ItemState.final or item.get("decision") is None:
+                await writer.update_item(event.project_id, event.item_id, {"decision": decision_doc(event)})
+            return
+        if item["state"] == ItemState.final:
+            log.info("review decision for an item already final ignored",
+                     extra={"item_id": event.item_id, "event_id": event.event_id})
             return
         task_id = task_id_for(event.project_id, event.item_id)
         if await writer.get_task(event.project_id, task_id) is not None:

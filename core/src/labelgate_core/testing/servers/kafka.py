@@ -15,6 +15,7 @@ Environment:
   ``LABELGATE_KAFKA_VERSION``       Kafka version of the jars (default ``DEFAULT_KAFKA_VERSION``)
   ``LABELGATE_KAFKA_IMAGE``         container image for the docker path
   ``LABELGATE_CACHE_DIR``           cache root (default ``~/.cache/labelgate``)
+  ``LABELGATE_KAFKA_POM``           the pom naming the jars (default: ``deploy/kafka/pom.xml`` of this tree)
   ``LABELGATE_KAFKA_START_TIMEOUT`` seconds to wait for the broker to answer (default 120)
 """
 
@@ -252,28 +253,41 @@ class LocalKafkaBroker:
         libs = fetch_jars(self.version)
         java = _java()
         started = time.monotonic()
-        self._workdir = Path(tempfile.mkdtemp(prefix="labelgate-kafka-"))
+        attempts = 1 if self._requested_port else 3
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(java, libs, deadline=started + self._start_timeout_s)
+                break
+            except KafkaServerError as exc:
+                # A free port can be taken by another process between our probe and the broker's bind.
+                if attempt == attempts or "Address already in use" not in str(exc):
+                    raise
+                log.warning("a port of the Kafka broker was taken meanwhile; retrying with other ports")
+        self.started_in_s = time.monotonic() - started
+        log.info("Kafka %s broker at %s answered after %.1f s", self.version, self.bootstrap, self.started_in_s)
+
+    def _start_once(self, java: str, libs: Path, *, deadline: float) -> None:
+        self._workdir = workdir = Path(tempfile.mkdtemp(prefix="labelgate-kafka-"))
         try:
             self.port = self._requested_port or free_port()
-            controller_port = free_port()
-            config = self._write_config(self._workdir, controller_port)
-            classpath = f"{libs}/*"
+            config = self._write_config(workdir, controller_port=free_port())
             jvm = [java, f"-Xmx{self._heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                    "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-                   f"-Dlog4j2.configurationFile={self._workdir / 'log4j2.properties'}", "-cp", classpath]
+                   f"-Dlog4j2.configurationFile={workdir / 'log4j2.properties'}", "-cp", f"{libs}/*"]
             self._format(jvm, config)
-            with (self._workdir / "broker.log").open("wb") as out:
+            with (workdir / "broker.log").open("wb") as out:
                 self._process = subprocess.Popen(  # noqa: S603 - fixed argument list, no shell
                     [*jvm, "kafka.Kafka", str(config)],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True, preexec_fn=_die_with_parent(),
                 )
-            self._wait_until_ready(self._process, started + self._start_timeout_s)
+            self._wait_until_ready(self._process, deadline)
+        except KafkaServerError:
+            self._stop(keep_data=True)  # the error names the broker's log: keep it readable
+            raise
         except BaseException:
             self.stop()
             raise
-        self.started_in_s = time.monotonic() - started
-        log.info("Kafka %s broker at %s answered after %.1f s", self.version, self.bootstrap, self.started_in_s)
 
     def _write_config(self, workdir: Path, controller_port: int) -> Path:
         properties = {
@@ -331,6 +345,9 @@ class LocalKafkaBroker:
 
     def stop(self) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL if the broker has not exited in time."""
+        self._stop(keep_data=self._keep_data)
+
+    def _stop(self, *, keep_data: bool) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -341,7 +358,7 @@ class LocalKafkaBroker:
                 process.kill()
                 process.wait()
         workdir, self._workdir = self._workdir, None
-        if workdir is not None and not self._keep_data:
+        if workdir is not None and not keep_data:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -427,7 +444,13 @@ def server_mode() -> str:
 @contextlib.contextmanager
 def _docker_kafka() -> Iterator[str]:
     # Imported lazily: testcontainers is only needed where a Docker engine runs.
-    module = importlib.import_module("testcontainers.kafka")
+    try:
+        module = importlib.import_module("testcontainers.kafka")
+    except ImportError as exc:
+        raise KafkaServerError(
+            "running Kafka in Docker needs the testcontainers package (pip install 'testcontainers[kafka]'); "
+            "LABELGATE_TEST_SERVERS=local runs the broker from its jars instead"
+        ) from exc
     image = os.environ.get("LABELGATE_KAFKA_IMAGE")
     container = module.KafkaContainer(image) if image else module.KafkaContainer()
     container = container.with_kraft()
