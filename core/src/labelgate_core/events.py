@@ -94,6 +94,23 @@ class Proposal(Frozen):
     scores: dict[str, float] = Field(default_factory=dict)
     latency_ms: float = 0.0
     cost_usd: float = 0.0
+    method: str | None = None
+    """How ``confidence`` was obtained: ``logprobs``, ``self_consistency``, ``verbalized``, ``ensemble``,
+    ``local_model``; None when unknown (older producers) or not scored."""
+    guideline_version: int | None = None
+    """The guideline version the provider was actually given (it may lag the item's own)."""
+    invalid: bool = False
+    """The provider answered, but not with a usable label (unparseable, outside the schema, failed validation).
+    Such a proposal is never auto-accepted."""
+    error: str | None = None
+    """Why the proposal is invalid or unscored, for reviewers and operators."""
+    agreement: float | None = None
+    """Ensembles: share of members that proposed the chosen labels (1.0 = unanimous)."""
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    attempts: int = 0
+    """Provider calls made for this proposal (retries included; 0 for an in-process model or a cache hit)."""
 
 
 class Event(BaseModel):
@@ -146,6 +163,10 @@ class LabelScored(Event):
     routing: RoutingPolicy
     guideline_version: int
     submitted_at: datetime
+    members: tuple[Proposal, ...] = ()
+    """Ensembles: every member's own proposal; ``proposal`` is their combination."""
+    agreement: float | None = None
+    """Ensembles: share of members that proposed the combined labels."""
 
 
 class DecisionMade(Event):

@@ -1,0 +1,1 @@
+"""Labelgate quality control: calibration, agreement, consensus, review value, label issues, leakage and cost."""
