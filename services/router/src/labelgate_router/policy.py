@@ -25,11 +25,17 @@ def audit_draw(seed: str, project_id: str, item_id: str) -> float:
 
 
 def decide(proposal: Proposal, task: TaskSpec, routing: RoutingPolicy, draw: float) -> Decision:
-    """Subjective tasks and unscored proposals always go to a human; a scored proposal is auto-accepted when
-    its confidence reaches the threshold, except for a random audit share of those, which a human checks."""
+    """Subjective tasks, invalid model output, ensemble disagreement and unscored proposals always go to a
+    human; a scored proposal is auto-accepted when its confidence reaches the threshold, except for a random
+    audit share of those, which a human checks."""
     review = DecisionOutcome.needs_review
     if task.subjective:
         return Decision(review, (RoutingReason.subjective,))
+    if proposal.invalid:
+        # Checked before confidence: an answer outside the schema may still carry a (meaningless) score.
+        return Decision(review, (RoutingReason.invalid_output,))
+    if proposal.agreement is not None and proposal.agreement < 1.0:
+        return Decision(review, (RoutingReason.disagreement,))
     if proposal.confidence is None:
         return Decision(review, (RoutingReason.no_confidence,))
     if proposal.confidence < routing.threshold:
