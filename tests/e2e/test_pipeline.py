@@ -70,14 +70,17 @@ async def test_cold_start_review_retrain_auto_accept_and_audit(client: Labelgate
     first = await client.submit_items(PROJECT, payload[:60])
     gold = {s.item_id: corpus[i]["label"] for i, s in enumerate(first.items)}
     stats = await settled(client, PROJECT)
-    assert stats.queue_depth == 60 and stats.final == 0
+    assert stats.queue_depth == 60
+    assert stats.final == 0
     cold = await client.get_item(PROJECT, first.items[0].item_id)
-    assert cold.decision is not None and cold.decision.reasons == ["no_confidence"]
+    assert cold.decision is not None
+    assert cold.decision.reasons == ["no_confidence"]
     assert cold.decision.proposal.confidence is None
 
     # A retried POST (the client never saw the answer) creates nothing twice and returns the same ids.
     again = await client.submit_items(PROJECT, payload[:60])
-    assert again.accepted == 0 and again.duplicates == 60
+    assert again.accepted == 0
+    assert again.duplicates == 60
     assert [s.item_id for s in again.items] == [s.item_id for s in first.items]
 
     assert await review_all(client, PROJECT, gold) == 60
@@ -104,13 +107,16 @@ async def test_cold_start_review_retrain_auto_accept_and_audit(client: Labelgate
     # Reviewers finish the rest; an audit that disagrees with the AI is a correction.
     await review_all(client, PROJECT, gold)
     stats = await client.stats(PROJECT)
-    assert stats.final == 260 and stats.queue_depth == 0
+    assert stats.final == 260
+    assert stats.queue_depth == 0
     audited_item = await client.get_item(PROJECT, audited[0].item_id)
-    assert audited_item.final is not None and audited_item.final.source == "review"
+    assert audited_item.final is not None
+    assert audited_item.final.source == "review"
     assert len(audited_item.reviews) == 1
 
     exported = [line async for line in client.export(PROJECT)]
-    assert len(exported) == 260 and len({e.item_id for e in exported}) == 260
+    assert len(exported) == 260
+    assert len({e.item_id for e in exported}) == 260
     assert all(e.labels == [gold[e.item_id]] for e in exported)
 
 
@@ -143,11 +149,13 @@ async def test_bad_input_gets_a_clear_4xx_and_loses_nothing(client: LabelgateCli
     assert task is not None
     with pytest.raises(LabelgateAPIError) as bad_label:
         await client.review(PROJECT, task.task_id, task.lease_token, "rita", ["eggs"])
-    assert bad_label.value.status == 422 and "eggs" in bad_label.value.message
+    assert bad_label.value.status == 422
+    assert "eggs" in bad_label.value.message
 
     # Nothing of the rejected requests was kept, and the accepted item is still there and still reviewable.
     stats = await client.stats(PROJECT)
     assert stats.items == 1
     await client.review(PROJECT, task.task_id, task.lease_token, "rita", ["ham"])
     item = await client.get_item(PROJECT, kept.items[0].item_id)
-    assert item.final is not None and item.final.labels == ["ham"]
+    assert item.final is not None
+    assert item.final.labels == ["ham"]
