@@ -7,8 +7,35 @@ import json
 import random
 from pathlib import Path
 
-SPAM_WORDS = ["cheap", "pills", "winner", "prize", "free", "offer", "click", "unsubscribe", "viagra", "lottery", "cash", "bonus", "urgent"]
-HAM_WORDS = ["meeting", "agenda", "notes", "project", "review", "schedule", "lunch", "team", "report", "draft", "budget", "quarter"]
+SPAM_WORDS = [
+    "cheap",
+    "pills",
+    "winner",
+    "prize",
+    "free",
+    "offer",
+    "click",
+    "unsubscribe",
+    "viagra",
+    "lottery",
+    "cash",
+    "bonus",
+    "urgent",
+]
+HAM_WORDS = [
+    "meeting",
+    "agenda",
+    "notes",
+    "project",
+    "review",
+    "schedule",
+    "lunch",
+    "team",
+    "report",
+    "draft",
+    "budget",
+    "quarter",
+]
 COMMON = ["the", "a", "to", "and", "of", "for", "you", "your", "this", "that", "with", "on", "is"]
 
 
