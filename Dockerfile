@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image per Labelgate service, all from this file: `docker build --target router -t labelgate-router .`
-# (targets: review-api, labeler, router, metrics). Each image holds the service's own package, the core and
-# their locked dependencies (uv.lock) — nothing of the other services — and runs as an unprivileged user.
+# (targets: review-api, labeler, router, metrics). Each image holds the service's own package, the shared
+# libraries it uses (the core, and quality if it needs it) and their locked dependencies (uv.lock) — nothing of
+# the other services — and runs as an unprivileged user.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -22,17 +23,20 @@ COPY uv.lock pyproject.toml ./
 COPY core/pyproject.toml core/
 COPY client/pyproject.toml client/
 COPY cli/pyproject.toml cli/
+COPY quality/pyproject.toml quality/
 COPY services/review-api/pyproject.toml services/review-api/
 COPY services/labeler/pyproject.toml services/labeler/
 COPY services/router/pyproject.toml services/router/
 COPY services/metrics/pyproject.toml services/metrics/
 
-# Per service: third-party dependencies first (a layer that changes only with the lock), then the core and the
-# service itself, installed as wheels (not editable) so that the runtime image needs no source tree.
+# Per service: third-party dependencies first (a layer that changes only with the lock), then the shared
+# libraries (core, quality) and the service itself. uv installs only what the service's package needs from
+# them, as wheels (not editable), so that the runtime image needs no source tree.
 FROM build AS build-review-api
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package labelgate-review-api
 COPY core/src core/src
+COPY quality/src quality/src
 COPY services/review-api/src services/review-api/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package labelgate-review-api
@@ -41,6 +45,7 @@ FROM build AS build-labeler
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package labelgate-labeler
 COPY core/src core/src
+COPY quality/src quality/src
 COPY services/labeler/src services/labeler/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package labelgate-labeler
@@ -49,6 +54,7 @@ FROM build AS build-router
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package labelgate-router
 COPY core/src core/src
+COPY quality/src quality/src
 COPY services/router/src services/router/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package labelgate-router
@@ -57,6 +63,7 @@ FROM build AS build-metrics
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package labelgate-metrics
 COPY core/src core/src
+COPY quality/src quality/src
 COPY services/metrics/src services/metrics/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package labelgate-metrics

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from labelgate_quality.calibration import (
     Calibrator,
     Method,
@@ -40,7 +39,8 @@ def test_fitted_calibrator_reduces_ece_on_held_out_items(method: Method) -> None
     assert calibrator.method is method
     before = expected_calibration_error(test_conf, test_correct)
     after = expected_calibration_error(calibrator.predict(test_conf), test_correct)
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     assert before > 0.1
     assert after < 0.05
 
@@ -50,13 +50,15 @@ def test_calibrated_confidence_is_monotone_in_raw_confidence(method: Method) -> 
     conf, correct = overconfident(2000)
     calibrated = fit_calibrator(conf, correct, method=method).predict(np.linspace(0, 1, 101))
     assert np.all(np.diff(calibrated) >= -1e-12)
-    assert calibrated.min() >= 0.0 and calibrated.max() <= 1.0
+    assert calibrated.min() >= 0.0
+    assert calibrated.max() <= 1.0
 
 
 def test_too_few_outcomes_fall_back_to_identity() -> None:
     calibrator = fit_calibrator([0.9, 0.8, 0.7], [True, False, True], min_samples=30)
     assert calibrator.method is Method.identity
-    assert calibrator.fallback_reason is not None and "3 reviewed outcomes" in calibrator.fallback_reason
+    assert calibrator.fallback_reason is not None
+    assert "3 reviewed outcomes" in calibrator.fallback_reason
     assert calibrator(0.73) == pytest.approx(0.73)
 
 
@@ -101,9 +103,12 @@ def test_reliability_curve_has_every_bin_and_puts_one_in_the_last() -> None:
     bins = reliability_curve([0.0, 0.05, 0.5, 1.0, 1.0], [False, False, True, True, False], n_bins=10)
     assert len(bins) == 10
     assert [b.count for b in bins] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 2]
-    assert bins[0].accuracy == 0.0 and bins[0].mean_confidence == pytest.approx(0.025)
-    assert bins[1].accuracy is None and bins[1].mean_confidence is None
-    assert bins[9].accuracy == 0.5 and bins[9].upper == 1.0
+    assert bins[0].accuracy == 0.0
+    assert bins[0].mean_confidence == pytest.approx(0.025)
+    assert bins[1].accuracy is None
+    assert bins[1].mean_confidence is None
+    assert bins[9].accuracy == 0.5
+    assert bins[9].upper == 1.0
 
 
 def test_accuracy_by_custom_bins() -> None:
@@ -123,7 +128,9 @@ def test_threshold_is_the_smallest_whose_lower_bound_meets_the_target() -> None:
     assert 0.95 <= choice.lower_bound < 0.99
     # At target 0.8 the pooled items ≥ 0.8 (89.5% right, n=200) qualify; adding the 0.6s (79.7%) does not.
     lower = threshold_for_precision(conf, correct, target=0.8)
-    assert lower is not None and lower.threshold == 0.8 and lower.n_accepted == 200
+    assert lower is not None
+    assert lower.threshold == 0.8
+    assert lower.n_accepted == 200
 
 
 def test_threshold_accounts_for_sample_size() -> None:
@@ -137,7 +144,8 @@ def test_clopper_pearson_is_more_conservative_than_wilson() -> None:
     correct = [True] * 80
     wilson = threshold_for_precision(conf, correct, target=0.965, bound="wilson")
     exact = threshold_for_precision(conf, correct, target=0.965, bound="beta")
-    assert wilson is not None and exact is None
+    assert wilson is not None
+    assert exact is None
 
 
 def test_unattainable_target_gives_none() -> None:
@@ -152,7 +160,8 @@ def test_out_of_fold_calibration_is_not_fitted_on_the_item_itself() -> None:
     assert oof.shape == conf.shape
     assert not np.allclose(oof, in_sample)
     ece = expected_calibration_error(oof, correct)
-    assert ece is not None and ece < 0.08
+    assert ece is not None
+    assert ece < 0.08
 
 
 def test_project_calibration_fits_labels_with_enough_data_and_round_trips() -> None:
@@ -167,11 +176,13 @@ def test_project_calibration_fits_labels_with_enough_data_and_round_trips() -> N
     assert set(project.per_label) == {"ham", "spam"}
     assert project.calibrator_for("rare") is project.overall
     assert project.calibrate(0.9, "spam") < project.calibrate(0.9, "ham")
-    assert project.ece_before is not None and project.ece_after is not None
+    assert project.ece_before is not None
+    assert project.ece_after is not None
     assert project.ece_after < project.ece_before
     assert project.threshold is not None
     spam_t, ham_t = project.threshold_for("spam"), project.threshold_for("ham")
-    assert spam_t is not None and ham_t is not None
+    assert spam_t is not None
+    assert ham_t is not None
     assert project.threshold_for("rare") == project.threshold
     restored = ProjectCalibration.from_dict(json.loads(json.dumps(project.to_dict())))
     assert restored.to_dict() == project.to_dict()

@@ -47,5 +47,7 @@ def test_subjective_tasks_stay_subjective_whatever_the_model_said() -> None:
 
 
 def test_older_proposals_without_the_new_fields_route_as_before() -> None:
-    legacy = Proposal.model_validate_json('{"model_id": "m", "model_version": 1, "labels": ["ham"], "confidence": 0.95}')
+    legacy = Proposal.model_validate_json(
+        '{"model_id": "m", "model_version": 1, "labels": ["ham"], "confidence": 0.95}'
+    )
     assert decide(legacy, TASK, LENIENT, draw=0.99).auto_accepted

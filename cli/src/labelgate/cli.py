@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
@@ -84,6 +85,14 @@ async def _replay(path: Path, options: ReplayOptions, url: str | None, data_dir:
                   limit: int | None, show_progress: bool) -> ReplayReport:
     items = load_dataset(path, options.task, limit)
     async with _pipeline_url(url, data_dir) as base_url, LabelgateClient(base_url, timeout=120.0) as client:
+        if show_progress and not console.is_terminal:
+            # Logs and CI have no live bar: one line per posted batch instead.
+            started = time.monotonic()
+
+            def line(done: int, total: int) -> None:
+                console.print(f"replay {path.name}: {done}/{total} final labels, {time.monotonic() - started:.0f}s")
+
+            return await replay(client, items, options, line)
         with Progress(
             TextColumn("[bold]replay[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, disable=not show_progress,

@@ -13,6 +13,8 @@ from labelgate_core.observability import configure_logging
 from labelgate_core.settings import CoreSettings
 from labelgate_core.store.port import Store
 
+from .llm.factory import build_provider
+from .provider import LocalModelProvider
 from .service import LabelerService
 from .settings import LabelerSettings
 
@@ -20,8 +22,16 @@ from .settings import LabelerSettings
 def build_labeler(
     bus: Bus, store: Store, settings: LabelerSettings | None = None, *, retry: RetryPolicy | None = None
 ) -> LabelerService:
-    """The labeler on a given bus and store (the embedded ``labelgate run`` shares one bus between services)."""
-    return LabelerService(bus=bus, store=store, settings=settings or LabelerSettings(), retry=retry)
+    """The labeler on a given bus and store (the embedded ``labelgate run`` shares one bus between services).
+
+    The settings' ``provider`` picks who labels: the local model (default), a language model over an
+    OpenAI-compatible API, or an ensemble of those; the local model is trained from reviews in every case."""
+    settings = settings or LabelerSettings()
+    local = LocalModelProvider()
+    provider = build_provider(settings, store, local)
+    service = LabelerService(bus=bus, store=store, settings=settings, retry=retry, provider=provider)
+    service.local = local
+    return service
 
 
 def create_app(core: CoreSettings | None = None, settings: LabelerSettings | None = None) -> FastAPI:

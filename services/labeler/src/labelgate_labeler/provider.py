@@ -34,6 +34,12 @@ class LabelProvider(Protocol):
     @property
     def model_id(self) -> str: ...
 
+    @property
+    def runs_in_transaction(self) -> bool:
+        """True when ``propose`` does no network I/O and may run inside the consumer's store transaction (the
+        local model). Otherwise the labeler calls it outside any transaction (see ``llm.jobs``)."""
+        ...
+
     async def propose(self, request: LabelRequest) -> Proposal:
         """A proposal for the item; ``confidence=None`` when the provider cannot score it (it goes to review).
         Raise ``labelgate_core.errors.RetriableError`` for a transient failure."""
@@ -53,6 +59,7 @@ class LocalModelProvider:
     proposal with no labels and no confidence, so a human labels it and the model learns from that."""
 
     model_id = LOCAL_MODEL_ID
+    runs_in_transaction = True
 
     def __init__(self) -> None:
         self._models: dict[str, ModelVersion] = {}
@@ -87,4 +94,5 @@ class LocalModelProvider:
             confidence=prediction.confidence,
             scores=prediction.scores,
             cost_usd=0.0,
+            method="local_model" if prediction.confidence is not None else None,
         )

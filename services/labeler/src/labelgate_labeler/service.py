@@ -35,6 +35,7 @@ from labelgate_core.events import (
     ItemSubmitted,
     LabelScored,
     ModelUpdated,
+    Proposal,
     ReviewSubmitted,
     TaskSpec,
     utcnow,
@@ -43,6 +44,8 @@ from labelgate_core.service import Service
 from labelgate_core.store.port import Doc, Index, Store, Transaction
 from labelgate_core.topics import GUIDELINE_CHANGED, ITEM_SUBMITTED, REVIEW_SUBMITTED, encode, headers_for
 
+from .llm.budget import Budget
+from .llm.jobs import JobSettings, RemoteLabeling
 from .model import ModelConfig, RetrainPolicy, TrainedModel, TrainingError, train, trainable
 from .provider import LOCAL_MODEL_ID, LabelProvider, LabelRequest, LocalModelProvider
 from .settings import LabelerSettings
@@ -79,6 +82,12 @@ def _expect(event: Event, kind: type[E]) -> E:
     if not isinstance(event, kind):
         raise PermanentError(f"expected {kind.__name__}, got {event.event_type}")
     return event
+
+
+def _observe(proposal: Proposal, elapsed: float) -> None:
+    scored = "true" if proposal.confidence is not None else "false"
+    PROPOSALS.labels(proposal.model_id, scored).inc()
+    PROPOSAL_SECONDS.labels(proposal.model_id).observe(elapsed)
 
 
 def example_id(project_id: str, item_id: str) -> str:
@@ -125,6 +134,25 @@ class LabelerService(Service):
         self._training = asyncio.Lock()
         self._untrainable: dict[str, int] = {}
         """Project → its new-review count when training last proved impossible: no retry until it moves."""
+        self.remote: RemoteLabeling | None = None
+        """For providers that call out over the network: items are labeled outside the store transaction."""
+        if not self.provider.runs_in_transaction:
+            s = self.settings
+            self.remote = RemoteLabeling(
+                store=store,
+                provider=self.provider,
+                producer=self.name,
+                budget=Budget(
+                    default_usd_per_day=s.llm_budget_usd_per_day,
+                    per_project={p: c.budget_usd_per_day for p, c in s.llm_projects.items()},
+                ),
+                settings=JobSettings(
+                    workers=s.llm_workers, lease_s=s.llm_job_lease_s, max_rounds=s.llm_job_max_rounds,
+                    round_backoff_s=s.llm_job_backoff_s, round_backoff_max_s=s.llm_job_backoff_max_s,
+                    budget_recheck_s=s.llm_budget_recheck_s,
+                ),
+                observe=_observe,
+            )
 
     # -- wiring ------------------------------------------------------------------------------------------------
 
@@ -143,14 +171,28 @@ class LabelerService(Service):
         await self.store.ensure_indexes(MODEL_VERSIONS, [Index(("project_id", "version"), unique=True)])
         for project in await self.store.find(PROJECTS, {"model_version": {"$gt": 0}}):
             await self._restore(project)
+        if self.remote is not None:
+            await self.remote.setup()
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
+        if self.remote is not None:
+            return [self._retrain_loop(), self.remote.run(self.stopping)]
         return [self._retrain_loop()]
+
+    async def stop(self, grace_s: float = 25.0) -> None:
+        await super().stop(grace_s)
+        close = getattr(self.provider, "close", None)
+        if close is not None:
+            await close()
 
     # -- handlers ----------------------------------------------------------------------------------------------
 
     async def _on_item_submitted(self, event: Event, ctx: HandlerContext) -> None:
         item = _expect(event, ItemSubmitted)
+        if self.remote is not None:
+            await self.remote.enqueue(ctx.tx, item)
+            ctx.after_commit(self.remote.wake)
+            return
         request = LabelRequest(
             project_id=item.project_id,
             item_id=item.item_id,
@@ -173,13 +215,7 @@ class LabelerService(Service):
                 submitted_at=item.occurred_at,
             )
         )
-        scored = "true" if proposal.confidence is not None else "false"
-
-        def observe() -> None:
-            PROPOSALS.labels(proposal.model_id, scored).inc()
-            PROPOSAL_SECONDS.labels(proposal.model_id).observe(elapsed)
-
-        ctx.after_commit(observe)
+        ctx.after_commit(lambda: _observe(proposal, elapsed))
 
     async def _on_review_submitted(self, event: Event, ctx: HandlerContext) -> None:
         review = _expect(event, ReviewSubmitted)
@@ -199,6 +235,7 @@ class LabelerService(Service):
             "task_type": review.task.type.value,
             "guideline_version": review.guideline_version,
             "reviewed_at": review.occurred_at.isoformat(),
+            "action": review.action.value,
         }
         if existing is None:
             await ctx.tx.insert(EXAMPLES, {"_id": key, **fields, "first_reviewed_ts": review.occurred_at.timestamp()})
@@ -209,16 +246,28 @@ class LabelerService(Service):
 
     async def _on_guideline_changed(self, event: Event, ctx: HandlerContext) -> None:
         change = _expect(event, GuidelineChanged)
-        await self._note_task(ctx.tx, change.project_id, change.task, change.version, new_review=False)
+        await self._note_task(
+            ctx.tx, change.project_id, change.task, change.version, new_review=False, guidelines=change.text
+        )
 
     async def _note_task(
-        self, tx: Transaction, project_id: str, task: TaskSpec, guideline_version: int, *, new_review: bool
+        self,
+        tx: Transaction,
+        project_id: str,
+        task: TaskSpec,
+        guideline_version: int,
+        *,
+        new_review: bool,
+        guidelines: str | None = None,
     ) -> None:
-        """Keep the project's newest task spec (by guideline version), and count the review if there is one."""
+        """Keep the project's newest task spec and guidelines (by guideline version), and count the review if
+        there is one."""
         project = await tx.find_one(PROJECTS, {"_id": project_id})
         fields: Doc = {"project_id": project_id}
         if project is None or guideline_version >= int(project.get("guideline_version") or 0):
             fields |= {"task": task.model_dump(mode="json"), "guideline_version": guideline_version}
+            if guidelines is not None:
+                fields |= {"guidelines": guidelines, "guidelines_version": guideline_version}
         inc = {"new_reviews": 1, "reviews_total": 1} if new_review else None
         await tx.update_one(PROJECTS, {"_id": project_id}, set=fields, inc=inc, upsert=True)
 

@@ -14,9 +14,9 @@ class Limits:
         self, *, concurrency: int, requests_per_minute: float | None = None, tokens_per_minute: float | None = None
     ) -> None:
         self._slots = asyncio.Semaphore(concurrency)
-        self._requests = AsyncLimiter(requests_per_minute, 60.0) if requests_per_minute else None
-        self._tokens = AsyncLimiter(tokens_per_minute, 60.0) if tokens_per_minute else None
-        self._tpm = tokens_per_minute
+        self._requests = _per_second(requests_per_minute) if requests_per_minute else None
+        self._tokens = _per_second(tokens_per_minute) if tokens_per_minute else None
+        self._token_burst = self._tokens.max_rate if self._tokens is not None else 0.0
 
     @asynccontextmanager
     async def slot(self, estimated_tokens: int) -> AsyncIterator[None]:
@@ -24,11 +24,19 @@ class Limits:
         waiting for its minute does not keep another from running."""
         if self._requests is not None:
             await self._requests.acquire()
-        if self._tokens is not None and self._tpm is not None:
-            # A call larger than the whole minute's allowance still runs, alone, once the bucket is full.
-            await self._tokens.acquire(min(float(estimated_tokens), self._tpm))
+        if self._tokens is not None:
+            # A call larger than the bucket still runs, alone, once the bucket is full.
+            await self._tokens.acquire(min(float(estimated_tokens), self._token_burst))
         async with self._slots:
             yield
+
+
+def _per_second(per_minute: float) -> AsyncLimiter:
+    """A bucket that holds one second's worth (so a fresh limiter cannot burst a whole minute's quota at
+    once), or one unit refilled every 60/rate seconds below one a second."""
+    if per_minute >= 60:
+        return AsyncLimiter(per_minute / 60.0, 1.0)
+    return AsyncLimiter(1, 60.0 / per_minute)
 
 
 def estimate_tokens(messages: tuple[dict[str, str], ...], max_output_tokens: int) -> int:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import openai
 from openai import AsyncOpenAI
 
@@ -20,7 +20,7 @@ from .config import LLMProviderConfig
 from .pricing import Usage
 
 
-def retry_after_s(headers: httpx.Headers | None) -> float | None:
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
     """Seconds from ``retry-after-ms``, or ``retry-after`` (seconds or an HTTP date); None if absent."""
     if headers is None:
         return None
@@ -54,13 +54,12 @@ def _tokens(logprobs: Any) -> tuple[TokenLogprob, ...] | None:
 
 
 class OpenAIChatClient:
-    def __init__(self, config: LLMProviderConfig, *, http_client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: LLMProviderConfig) -> None:
         self._client = AsyncOpenAI(
             base_url=config.base_url,
             api_key=config.api_key.get_secret_value() or "unused",
             max_retries=0,
             timeout=config.timeout_s,
-            http_client=http_client,
         )
 
     async def close(self) -> None:

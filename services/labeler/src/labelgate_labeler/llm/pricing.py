@@ -27,7 +27,7 @@ class Usage:
 
 
 def cost_usd(usage: Usage, price: Price) -> float:
-    """(input − cached) × input price + cached × cached price + output × output price."""
+    """(input - cached) x input price + cached x cached price + output x output price."""
     cached = min(usage.cached_tokens, usage.input_tokens)
     cached_price = price.input if price.cached_input is None else price.cached_input
     return (
