@@ -6,6 +6,7 @@ import importlib
 
 import numpy as np
 import pytest
+
 from labelgate_quality.agreement import (
     Box,
     Span,

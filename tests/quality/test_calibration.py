@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from labelgate_quality.calibration import (
     Calibrator,
     Method,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from labelgate_quality.consensus import Annotation, dawid_skene, majority_vote, reviewer_accuracy
 
 pytestmark = pytest.mark.unit

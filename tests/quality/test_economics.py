@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from labelgate_quality.economics import cost_report
 
 pytestmark = pytest.mark.unit

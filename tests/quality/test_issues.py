@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from labelgate_quality.issues import confusion, cross_validated_probabilities, find_label_issues
 
 pytestmark = pytest.mark.unit

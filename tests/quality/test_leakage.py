@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from labelgate_quality.leakage import LeakKind, duplicate_groups, find_leaks, normalise, text_hash
 
 pytestmark = pytest.mark.unit

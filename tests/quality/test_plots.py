@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from labelgate_quality.calibration import reliability_curve
 from labelgate_quality.plots import (
     accuracy_vs_review_share,

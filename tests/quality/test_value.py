@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from labelgate_quality.value import (
     Candidate,
     Weights,
