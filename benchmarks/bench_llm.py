@@ -18,15 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labelgate_core.bus.memory import MemoryBus  # noqa: E402
-from labelgate_core.bus.port import OutgoingMessage  # noqa: E402
-from labelgate_core.events import ItemSubmitted, LabelDef, RoutingPolicy, TaskSpec  # noqa: E402
-from labelgate_core.store.sqlite import SqliteStore  # noqa: E402
-from labelgate_core.topics import LABEL_SCORED, encode, headers_for  # noqa: E402
-from labelgate_labeler.llm.config import LLMProviderConfig  # noqa: E402
-from labelgate_labeler.main import build_labeler  # noqa: E402
-from labelgate_labeler.settings import LabelerSettings  # noqa: E402
-from tests.llm.openai_double import DoubleConfig, OpenAIDouble, ServedDouble  # noqa: E402
+from labelgate_core.bus.memory import MemoryBus
+from labelgate_core.bus.port import OutgoingMessage
+from labelgate_core.events import ItemSubmitted, LabelDef, RoutingPolicy, TaskSpec
+from labelgate_core.store.sqlite import SqliteStore
+from labelgate_core.topics import LABEL_SCORED, encode, headers_for
+from labelgate_labeler.llm.config import LLMProviderConfig
+from labelgate_labeler.main import build_labeler
+from labelgate_labeler.settings import LabelerSettings
+from tests.llm.openai_double import DoubleConfig, OpenAIDouble, ServedDouble
 
 TASK = TaskSpec(labels=(LabelDef(name="billing"), LabelDef(name="shipping"), LabelDef(name="other")))
 

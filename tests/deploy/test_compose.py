@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import subprocess
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,8 +33,6 @@ def _compose_env() -> dict[str, str]:
 def compose() -> dict[str, Any]:
     """The configuration Compose reads from docker-compose.yml (anchors merged, variables interpolated)."""
     docker_compose = program("docker-compose", "docker-compose")
-    import subprocess
-
     result = subprocess.run(
         [docker_compose, "-f", "docker-compose.yml", "config"],
         cwd=ROOT, env=_compose_env(), capture_output=True, text=True, timeout=60, check=False,
@@ -124,9 +123,7 @@ def test_each_service_uses_kafka_and_mongodb_of_this_stack(compose: dict[str, An
     assert env["LABELGATE_STORE"] == "mongo"
 
     kafka_env = everything["kafka"]["environment"]
-    advertised = dict(
-        entry.split("://", 1) for entry in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
-    )
+    advertised = dict(entry.split("://", 1) for entry in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(","))
     inter_broker = kafka_env["KAFKA_INTER_BROKER_LISTENER_NAME"]
     assert env["LABELGATE_KAFKA_BOOTSTRAP_SERVERS"] == advertised[inter_broker] == "kafka:9092"
     # One broker: topics created with the production defaults (3 replicas, 2 in sync) would be refused.
@@ -153,8 +150,10 @@ def test_each_service_listens_on_all_interfaces_on_its_port(compose: dict[str, A
     # The settings default to 127.0.0.1, which nothing outside the container can reach.
     assert env[f"{prefix}HOST"] == "0.0.0.0"  # noqa: S104 - inside a container, on purpose
     assert int(env[f"{prefix}PORT"]) == port_of(name)
-    published = {str(port["target"]) if isinstance(port, dict) else str(port).split(":")[-1].split("/")[0]
-                 for port in service.get("ports", [])}
+    published = {
+        str(port["target"]) if isinstance(port, dict) else str(port).split(":")[-1].split("/")[0]
+        for port in service.get("ports", [])
+    }
     assert str(port_of(name)) in published
 
 
@@ -175,8 +174,10 @@ def test_kafka_is_the_official_image_as_a_single_kraft_node(compose: dict[str, A
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env["CLUSTER_ID"]), "a KRaft cluster id is 16 bytes, base64url"
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
-    assert any(volume.endswith(":/var/lib/kafka/data:rw") or volume.endswith(":/var/lib/kafka/data")
-               for volume in map(_volume_text, kafka["volumes"]))
+    assert any(
+        volume.endswith(":/var/lib/kafka/data:rw") or volume.endswith(":/var/lib/kafka/data")
+        for volume in map(_volume_text, kafka["volumes"])
+    )
 
 
 def test_mongodb_is_a_single_node_replica_set_that_gets_initiated(compose: dict[str, Any]) -> None:

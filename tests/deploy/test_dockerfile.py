@@ -84,10 +84,22 @@ def locked_dependencies(package: str) -> set[str]:
     return seen
 
 
-def workspace_members() -> set[str]:
-    lock = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
-    members: list[str] = lock["manifest"]["members"]
-    return set(members)
+def workspace() -> dict[str, str]:
+    """The workspace's packages: distribution name -> folder (relative to the root)."""
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    found: dict[str, str] = {}
+    for pattern in root["tool"]["uv"]["workspace"]["members"]:
+        for folder in sorted(ROOT.glob(pattern)):
+            if (folder / "pyproject.toml").is_file():
+                project = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+                found[project["name"]] = folder.relative_to(ROOT).as_posix()
+    return found
+
+
+def not_for(service: str) -> set[str]:
+    """Workspace packages a service must never need: the other services, the CLI and the HTTP client."""
+    others = {package for name, (package, _) in SERVICES.items() if name != service}
+    return others | {"labelgate", "labelgate-client"}
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -100,7 +112,8 @@ def test_each_service_has_a_target_that_starts_it_unprivileged(service: str) -> 
     users = [args for stage in chain(service) for args in stage.all("USER")]
     assert users, f"{service} runs as root"
     uid = users[0].split(":")[0]
-    assert uid.isdigit() and int(uid) != 0, "a numeric non-root id, which Kubernetes' runAsNonRoot can verify"
+    assert uid.isdigit(), "a numeric id, which Kubernetes' runAsNonRoot can verify"
+    assert int(uid) != 0, f"{service} runs as root"
     assert any("/readyz" in check for check in target.all("HEALTHCHECK"))
 
 
@@ -120,16 +133,27 @@ def test_each_image_installs_only_its_own_package_and_the_core(service: str) -> 
         assert re.search(rf"--package {re.escape(package)}(\s|$)", args), args
         assert "--all-packages" not in args
     copied = {args.split()[0] for stage in builder for args in stage.all("COPY") if "/src" in args.split()[0]}
-    assert copied == {"core/src", f"services/{service}/src"}, "the image gets no other service's code"
+    members = workspace()
+    needed = {f"{members[name]}/src" for name in locked_dependencies(package) if name in members}
+    assert needed <= copied, "uv builds every workspace package the service needs from its source"
+    forbidden = {f"{members[name]}/src" for name in not_for(service) if name in members}
+    assert copied & forbidden == set(), "the image gets no other service's code"
+
+
+def test_the_build_reads_the_whole_workspace() -> None:
+    """uv refuses a workspace whose members' pyproject.toml files are missing, even to install one package."""
+    sources = {source for args in stages()["build"].all("COPY") for source in args.split()[:-1]}
+    wanted = {"uv.lock", "pyproject.toml"} | {f"{folder}/pyproject.toml" for folder in workspace().values()}
+    assert wanted - sources == set(), "add a COPY line to the build stage for each new workspace member"
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_the_lock_lets_each_service_be_deployed_without_the_others(service: str) -> None:
     package = SERVICES[service][0]
-    members = workspace_members()
-    assert package in members
-    others = locked_dependencies(package) & members
-    assert others == {package, "labelgate-core"}
+    assert package in workspace()
+    needs = locked_dependencies(package)
+    assert "labelgate-core" in needs
+    assert needs & not_for(service) == set()
 
 
 def test_the_image_uses_the_uv_version_of_the_makefile() -> None:
@@ -140,13 +164,23 @@ def test_the_image_uses_the_uv_version_of_the_makefile() -> None:
     assert args == [f"UV_VERSION={wanted.group(1)}"]
 
 
-def test_the_build_context_leaves_out_environments_caches_and_history() -> None:
+def test_the_build_context_has_what_the_dockerfile_copies_and_leaves_out_the_rest() -> None:
     lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
     patterns = [line for line in lines if line and not line.startswith("#")]
     assert patterns[0] == "*", "an allow-list: only what the images need is sent to the builder"
-    included = [p[1:] for p in patterns if p.startswith("!")]
-    for path in (".venv", ".git", ".cache", ".tools", ".labelgate", "tests", "benchmarks"):
-        assert not any(p == path or p.startswith(path + "/") for p in included), path
-    needed = {"uv.lock", "pyproject.toml", "core/src"} | {f"services/{s}/src" for s in SERVICES}
-    for path in needed:
-        assert any(p == path or re.fullmatch(p.replace("*", "[^/]+"), path) for p in included), path
+    included = [re.compile(re.escape(p[1:]).replace(r"\*", "[^/]+")) for p in patterns if p.startswith("!")]
+
+    def sent(path: str) -> bool:
+        parts = path.split("/")
+        return any(rule.fullmatch("/".join(parts[:n])) for rule in included for n in range(1, len(parts) + 1))
+
+    for path in (".venv", ".git", ".cache", ".tools", ".labelgate", "tests", "benchmarks", "docs", "cli/src"):
+        assert not sent(path), f"{path} is sent to the builder"
+    copied = {
+        source
+        for stage in stages().values()
+        for args in stage.all("COPY")
+        if "--from=" not in args
+        for source in args.split()[:-1]
+    }
+    assert {source for source in copied if not sent(source)} == set(), "COPY sources that .dockerignore leaves out"

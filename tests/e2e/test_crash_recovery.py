@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from labelgate_client import LabelgateAPIError, LabelgateClient
 from labelgate_client.models import Item
 
+from .conftest import PipelineFactory
 from .procs import PipelineProcess
 from .synthetic import make_items
 
@@ -97,6 +98,10 @@ class Run:
     """Reviews the reviewers got an answer for (a retried review answers with the review it recorded)."""
     lost_leases: int = 0
     reviewing: bool = True
+    started: float = field(default_factory=time.monotonic)
+
+    def say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {self}: {message}")
 
     def __str__(self) -> str:
         kills = ", ".join(f"after batch {k.after_batches} + {k.delay_s:.2f}s" for k in self.kills)
@@ -165,10 +170,9 @@ async def chaos(pipeline: PipelineProcess, run: Run) -> None:
             await asyncio.sleep(0.01)
         await asyncio.sleep(kill.delay_s)
         pipeline.kill()
-        print(f"{run}: kill {number} after {run.batches_done} batches, {len(run.review_ids)} reviews; restarting")
-        started = time.monotonic()
+        run.say(f"kill {number} after {run.batches_done} batches, {len(run.review_ids)} reviews; restarting")
         await pipeline.start()
-        print(f"{run}: ready again in {time.monotonic() - started:.1f}s")
+        run.say("ready again")
 
 
 def scraped(text: str, sample_name: str, project: str) -> float:
@@ -208,7 +212,7 @@ async def all_items(client: LabelgateClient) -> list[Item]:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-async def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, seed: int) -> None:
+async def test_kill_9_mid_stream_loses_and_duplicates_nothing(pipeline_process: PipelineFactory, seed: int) -> None:
     rng = random.Random(seed)
     corpus = make_items(N_ITEMS, seed=seed)
     payload: list[dict[str, object]] = [
@@ -216,61 +220,59 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, se
     ]
     batches = [payload[i : i + BATCH] for i in range(0, N_ITEMS, BATCH)]
     run = Run(seed, kill_schedule(rng, len(batches)), {it["id"]: it["label"] for it in corpus})
-    print(f"chaos run: {run}")
-    pipeline = PipelineProcess(tmp_path / "data", env=ENV)
-    try:
-        await pipeline.start()
-        async with LabelgateClient(pipeline.url) as client:
-            await client.create_project(PROJECT, name="Chaos", labels=["ham", "spam"], threshold=0.9)
-            reviewers = [
-                asyncio.create_task(reviewer(pipeline.url, f"reviewer-{n}", run))
-                for n in range(REVIEWERS)
-            ]
-            try:
-                killer = asyncio.create_task(chaos(pipeline, run))
-                await post_corpus(client, batches, run)
-                await killer
-                # The client cannot know what the pipeline kept from before the crashes: it sends it all again.
-                first_ids = dict(run.item_ids)
-                for batch in batches:
-                    result = await until_answered(partial(client.submit_items, PROJECT, batch), "submit")
-                    assert (result.accepted, result.duplicates) == (0, len(batch)), f"{run}: re-post created items"
-                    for submitted in result.items:
-                        run.record(submitted.idempotency_key, submitted.item_id)
-                assert run.item_ids == first_ids
+    run.say("start")
+    pipeline = pipeline_process(env=ENV)
+    await pipeline.start()
+    async with LabelgateClient(pipeline.url) as client:
+        await client.create_project(PROJECT, name="Chaos", labels=["ham", "spam"], threshold=0.9)
+        reviewers = [asyncio.create_task(reviewer(pipeline.url, f"reviewer-{n}", run)) for n in range(REVIEWERS)]
+        try:
+            await asyncio.gather(post_corpus(client, batches, run), chaos(pipeline, run))
+            # The client cannot know what the pipeline kept from before the crashes: it sends it all again.
+            first_ids = dict(run.item_ids)
+            for batch in batches:
+                result = await until_answered(partial(client.submit_items, PROJECT, batch), "submit")
+                assert (result.accepted, result.duplicates) == (0, len(batch)), f"{run}: re-post created items"
+                for submitted in result.items:
+                    run.record(submitted.idempotency_key, submitted.item_id)
+            assert run.item_ids == first_ids
+            run.say("every batch posted again")
 
-                async def all_final() -> bool:
-                    stats = await until_answered(lambda: client.stats(PROJECT), "stats")
-                    return stats.final >= N_ITEMS
+            async def all_final() -> bool:
+                for task in reviewers:
+                    if task.done():
+                        task.result()  # a reviewer that failed fails the test now
+                        raise AssertionError("a reviewer stopped before the queue was empty")
+                stats = await until_answered(lambda: client.stats(PROJECT), "stats")
+                return stats.final >= N_ITEMS
 
-                await eventually(all_final, "every item is final")
-            finally:
-                run.reviewing = False
-                await asyncio.gather(*reviewers)
+            await eventually(all_final, "every item is final")
+        finally:
+            run.reviewing = False
+            await asyncio.gather(*reviewers)
 
-            stats = await client.stats(PROJECT)
-            items = await all_items(client)
-            exported = [line async for line in client.export(PROJECT)]
+        run.say("every item final")
+        stats = await client.stats(PROJECT)
+        items = await all_items(client)
+        exported = [line async for line in client.export(PROJECT)]
 
-            expected = {
-                "labelgate_pipeline_items_submitted_total": N_ITEMS,
-                "labelgate_router_decisions_total": N_ITEMS,
-                "labelgate_pipeline_labels_finalized_total": N_ITEMS,
-                "labelgate_review_reviews_total": stats.reviews,
-            }
-            async with httpx.AsyncClient(base_url=pipeline.url) as http:
+        expected = {
+            "labelgate_pipeline_items_submitted_total": N_ITEMS,
+            "labelgate_router_decisions_total": N_ITEMS,
+            "labelgate_pipeline_labels_finalized_total": N_ITEMS,
+            "labelgate_review_reviews_total": stats.reviews,
+        }
+        async with httpx.AsyncClient(base_url=pipeline.url) as http:
 
-                async def metrics_caught_up() -> bool:
-                    text = (await http.get("/metrics")).text
-                    return all(scraped(text, name, PROJECT) >= n for name, n in expected.items())
+            async def metrics_caught_up() -> bool:
+                text = (await http.get("/metrics")).text
+                return all(scraped(text, name, PROJECT) >= n for name, n in expected.items())
 
-                await eventually(metrics_caught_up, "the metrics service has counted every event")
-                metrics_text = (await http.get("/metrics")).text
-        print(f"{run}: {stats.model_dump()}; {run.lost_leases} leases lost to the kills")
-        # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done.
-        assert await pipeline.stop() in (0, -signal.SIGTERM), pipeline.log_tail()
-    finally:
-        pipeline.kill()
+            await eventually(metrics_caught_up, "the metrics service has counted every event")
+            metrics_text = (await http.get("/metrics")).text
+    run.say(f"{stats.model_dump()}; {run.lost_leases} leases lost to the kills")
+    # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done.
+    assert await pipeline.stop() in (0, -signal.SIGTERM), pipeline.log_tail()
 
     ids = set(run.item_ids.values())
     assert len(ids) == N_ITEMS

@@ -62,6 +62,8 @@ class RetryPolicy:
     max_attempts: int = 3
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
+    outage_backoff_initial_s: float = 0.25
+    outage_backoff_max_s: float = 5.0
 
 
 @dataclass
@@ -76,6 +78,7 @@ class EventConsumer:
     max_records: int = 200
     poll_timeout_s: float = 0.2
     _consumer: Consumer | None = None
+    store_ready: object = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stopping: asyncio.Event) -> None:
