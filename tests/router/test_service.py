@@ -79,5 +79,6 @@ async def test_router_decides_and_finalizes_confident_labels_once(tmp_path: Path
     assert [f.item_id for f in finals] == ["a"]
     final = finals[0]
     assert isinstance(final, LabelFinalized)
-    assert final.labels == ("spam",) and final.source == "auto"
+    assert final.labels == ("spam",)
+    assert final.source == "auto"
     assert final.causation_id == by_item["a"].event_id

@@ -4,7 +4,8 @@
 Subclass :class:`BusContract` in a test module and provide one fixture, ``bus_factory``: an async callable that
 returns a new, *started* bus. Each call must give a fresh client of the same underlying log (the same broker,
 the same journal file): that is how the suite simulates a restarted process (``BusHarness.reopen``). An adapter
-whose log lives and dies with the object sets ``durable = False``, and sets its reopen test to ``None`` so it is not collected.
+whose log lives and dies with the object sets ``durable = False``, and sets its reopen test to ``None`` so it is
+not collected.
 Topics made by ``ensure_topics`` must have at least two partitions, so that a group has something to split.
 
 Every test uses its own topic and group names (a uuid suffix), so the suite can share one real broker with
