@@ -40,6 +40,7 @@ lint: .venv/.synced
 	.venv/bin/mypy
 
 test: lint
+	bash scripts/ensure-system-packages.sh
 	.venv/bin/pytest
 
 clean:

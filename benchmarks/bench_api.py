@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the subprocess helpers and the synthetic corpus live with the e2e tests
 
 from labelgate_client import LabelgateClient  # noqa: E402
+from labelgate_client.models import Stats  # noqa: E402
 from tests.e2e.procs import PipelineProcess  # noqa: E402
 from tests.e2e.synthetic import make_items  # noqa: E402
 
@@ -53,6 +54,7 @@ class Plan:
     batches_per_client: int
     reviews: int
     healthz_per_client: int
+    max_batch: int = 10_000
 
     @property
     def items(self) -> int:
@@ -60,7 +62,7 @@ class Plan:
 
 
 FULL = Plan(reps=3, clients=32, batch=100, batches_per_client=7, reviews=2_000, healthz_per_client=200)
-QUICK = Plan(reps=1, clients=32, batch=100, batches_per_client=2, reviews=500, healthz_per_client=50)
+QUICK = Plan(reps=1, clients=32, batch=100, batches_per_client=2, reviews=500, healthz_per_client=50, max_batch=2_000)
 
 
 def log(message: str) -> None:
@@ -164,6 +166,13 @@ def corpus(project: str, plan: Plan, seed: int) -> list[list[list[dict[str, Any]
     ]
 
 
+async def decided(client: LabelgateClient, project: str) -> Stats:
+    """Wait until the review API has recorded a decision for every item of the project."""
+    while (stats := await client.stats(project)).submitted > 0:  # noqa: ASYNC110 (polls another process)
+        await asyncio.sleep(0.25)
+    return stats
+
+
 async def ingest(clients: list[LabelgateClient], project: str, plan: Plan, pid: int) -> dict[str, Any]:
     work = corpus(project, plan, seed=int(project.rsplit("-", 1)[1]))
     latencies: list[float] = []
@@ -184,10 +193,8 @@ async def ingest(clients: list[LabelgateClient], project: str, plan: Plan, pid: 
         await with_progress("ingest items", lambda: accepted, plan.items,
                             asyncio.gather(*(worker(c, b) for c, b in zip(clients, work, strict=True))))
     # Every item decided (labeled, routed, recorded by the review API), counted from the first POST.
-    client = clients[0]
     with Meter(pid) as drain:
-        while (stats := await client.stats(project)).submitted > 0:  # noqa: ASYNC110 (polls another process)
-            await asyncio.sleep(0.25)
+        stats = await decided(clients[0], project)
     decided_s = time.perf_counter() - started
     return {
         **meter.result,
@@ -201,6 +208,25 @@ async def ingest(clients: list[LabelgateClient], project: str, plan: Plan, pid: 
         "drain_server_cpu_s": drain.result["server_cpu_s"],
         "queued_for_review": stats.queue_depth,
     }
+
+
+async def max_batch(
+    client: LabelgateClient, project: str, size: int, seed: int, pid: int, profiler: Profiler
+) -> dict[str, Any]:
+    """One POST of the largest batch the API takes, into a quiet pipeline (profiled alone, if asked), then the
+    time until the pipeline has decided every item of it."""
+    batch = [
+        {"text": it["text"], "idempotency_key": f"{project}-{n}", "metadata": {"gold": it["label"]}}
+        for n, it in enumerate(make_items(size, seed=seed))
+    ]
+    started = time.perf_counter()
+    with profiler, Meter(pid) as meter:
+        result = await client.submit_items(project, batch)
+    if result.accepted != size:
+        raise RuntimeError(f"{size - result.accepted} items of the batch were not accepted")
+    await decided(client, project)
+    decided_s = time.perf_counter() - started
+    return {**meter.result, "items": size, "items_per_s": size / meter.result["wall_s"], "decided_s": decided_s}
 
 
 async def reviews(clients: list[LabelgateClient], project: str, plan: Plan, pid: int) -> dict[str, Any]:
@@ -259,14 +285,14 @@ async def quiet(url: str, project: str, items: int, timeout_s: float = 600.0) ->
 class Profiler:
     """py-spy sampling the server while one phase runs; the summary lists where its CPU time went."""
 
-    def __init__(self, py_spy: str | None, pid: int, out: Path) -> None:
-        self.py_spy, self.pid, self.out = py_spy, pid, out
+    def __init__(self, py_spy: str | None, pid: int, out: Path, rate: int = 100) -> None:
+        self.py_spy, self.pid, self.out, self.rate = py_spy, pid, out, rate
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Profiler:
         if self.py_spy:
             self.process = subprocess.Popen(
-                [self.py_spy, "record", "--pid", str(self.pid), "--rate", "100", "--format", "raw",
+                [self.py_spy, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw",
                  "--nonblocking", "--output", str(self.out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -358,6 +384,7 @@ def ratios(rep: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def table(summary: dict[str, dict[str, float]], plan: Plan) -> str:
     b, i, r, x = summary["baseline"], summary["ingest"], summary["reviews"], summary["ratios"]
+    m = summary["max_batch"]
     reps = f"median of {plan.reps}" if plan.reps > 1 else "1 run"
     rows = [
         f"| measurement ({plan.clients} concurrent clients, {reps}) | throughput | p50 | p99 | vs /healthz |",
@@ -369,6 +396,9 @@ def table(summary: dict[str, dict[str, float]], plan: Plan) -> str:
         f"p99 x{x['ingest_p99_vs_healthz']:.0f} |",
         f"| …every item decided (from the first POST) | {i['decided_items_per_s']:,.0f} items/s "
         f"({i['decided_s']:.1f} s) | | | |",
+        f"| POST items, one request of {plan.max_batch:,} (quiet pipeline) | {m['items_per_s']:,.0f} items/s "
+        f"| {m['wall_s'] * 1000:,.0f} ms (1 request) | | |",
+        f"| …every item decided | {plan.max_batch / m['decided_s']:,.0f} items/s ({m['decided_s']:.1f} s) | | | |",
         f"| POST review ({plan.reviews:,} reviews) | {r['reviews_per_s']:,.1f} reviews/s | {r['p50_ms']:.0f} ms "
         f"| {r['p99_ms']:.0f} ms | p50 x{x['review_p50_vs_healthz']:.0f}, p99 x{x['review_p99_vs_healthz']:.0f} |",
         f"| POST queue/lease (same run) | {r['reviews_per_s']:,.1f} leases/s | {r['lease_p50_ms']:.0f} ms "
@@ -395,7 +425,8 @@ async def run(plan: Plan, py_spy: str | None, out: Path) -> dict[str, Any]:
         try:
             for rep in range(1, plan.reps + 1):
                 project = f"bench-{rep}"
-                await clients[0].create_project(project, name=f"Benchmark {rep}", labels=["ham", "spam"])
+                for name in (project, f"{project}-max"):
+                    await clients[0].create_project(name, name=f"Benchmark {name}", labels=["ham", "spam"])
                 log(f"rep {rep}/{plan.reps}: baseline, {plan.clients * plan.healthz_per_client:,} GET /healthz")
                 base = await baseline(clients, plan, pid)
                 log(f"  {base['req_per_s']:,.0f} req/s, p50 {base['p50_ms']:.1f} ms, p99 {base['p99_ms']:.1f} ms")
@@ -405,19 +436,27 @@ async def run(plan: Plan, py_spy: str | None, out: Path) -> dict[str, Any]:
                 log(f"  {ing['items_per_s']:,.0f} items/s, p50 {ing['p50_ms']:.0f} ms, p99 {ing['p99_ms']:.0f} ms;"
                     f" all decided after {ing['decided_s']:.1f} s")
                 ing["metrics_caught_up_after_s"] = await quiet(pipeline.url, project, plan.items)
+                log(f"rep {rep}/{plan.reps}: one POST of {plan.max_batch:,} items into a quiet pipeline")
+                profiler = Profiler(py_spy if rep == 1 else None, pid, out.with_name(f"{out.stem}-max-batch.prof.txt"),
+                                    rate=250)
+                big = await max_batch(clients[0], f"{project}-max", plan.max_batch, 100 + rep, pid, profiler)
+                log(f"  {big['wall_s']:.2f} s ({big['items_per_s']:,.0f} items/s); all decided after "
+                    f"{big['decided_s']:.1f} s")
+                big["metrics_caught_up_after_s"] = await quiet(pipeline.url, f"{project}-max", plan.max_batch)
                 log(f"rep {rep}/{plan.reps}: reviews, {plan.reviews:,} lease + review")
                 with Profiler(py_spy if rep == 1 else None, pid, out.with_name(f"{out.stem}-reviews.prof.txt")):
                     rev = await reviews(clients, project, plan, pid)
                 log(f"  {rev['reviews_per_s']:,.1f} reviews/s, review p50 {rev['p50_ms']:.0f} ms, "
                     f"p99 {rev['p99_ms']:.0f} ms; lease p50 {rev['lease_p50_ms']:.0f} ms")
-                result = {"baseline": base, "ingest": ing, "reviews": rev}
+                result = {"baseline": base, "ingest": ing, "max_batch": big, "reviews": rev}
                 reps.append({**result, "ratios": ratios(result)})
         finally:
             for client in clients:
                 await client.aclose()
             code = await pipeline.stop()
             log(f"stopped (exit status {code})")
-    summary = {phase: medians([rep[phase] for rep in reps]) for phase in ("baseline", "ingest", "reviews", "ratios")}
+    phases = ("baseline", "ingest", "max_batch", "reviews", "ratios")
+    summary = {phase: medians([rep[phase] for rep in reps]) for phase in phases}
     return {"plan": plan.__dict__, "machine": machine(), "reps": reps, "median": summary}
 
 

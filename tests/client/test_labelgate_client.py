@@ -100,6 +100,9 @@ async def test_a_labeling_round_trip(transport: httpx.AsyncBaseTransport, bus: M
         assert project.task.label_names == ["sports", "politics"]
         assert (await client.update_guidelines("news", "Main topic; sports wins ties.")).guideline_version == 2
         assert (await client.update_routing("news", audit_rate=0.2)).routing.audit_rate == 0.2
+        assert (await client.update_routing("news", target_precision=0.98)).routing.target_precision == 0.98
+        cleared = await client.update_routing("news", clear_target_precision=True)
+        assert (cleared.routing.target_precision, cleared.routing.audit_rate) == (None, 0.2)
         assert [p.id for p in await client.list_projects()] == ["news"]
         assert (await client.get_project("news")).guidelines == "Main topic; sports wins ties."
 

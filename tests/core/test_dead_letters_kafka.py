@@ -9,14 +9,14 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from aiokafka import TopicPartition as KafkaTopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
 from labelgate_core.bus.kafka import KafkaBus
 from labelgate_core.bus.port import OutgoingMessage, Record
@@ -37,7 +37,9 @@ TASK = TaskSpec(labels=(LabelDef(name="spam"), LabelDef(name="ham")))
 
 @dataclass(frozen=True)
 class Run:
-    """Names of one test run: the broker lives for the whole session, and these topics are the real ones."""
+    """Names of one test run. The broker lives for the whole session and these are the real topics: the run's
+    group starts at their end offsets (what earlier tests left there is not its business), and its keys and
+    project id are its own (later tests start past what it leaves, likewise)."""
 
     id: str
 
@@ -150,24 +152,6 @@ async def record_at(bootstrap: str, topic: str, partition: int, offset: int) -> 
         await reader.stop()
 
 
-async def delete_up_to_end(bootstrap: str, topics: Sequence[str]) -> None:
-    """Leave the shared topics as a later test expects to find them: nothing before their current end."""
-    targets = {
-        KafkaTopicPartition(topic, partition): RecordsToDelete(before_offset=offset)
-        for topic in topics
-        for partition, offset in (await end_offsets(bootstrap, topic)).items()
-        if offset > 0
-    }
-    if not targets:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_records(targets, timeout_ms=15_000)
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 async def bus(kafka_bootstrap: str) -> AsyncIterator[KafkaBus]:
     bus = KafkaBus(
@@ -177,11 +161,8 @@ async def bus(kafka_bootstrap: str) -> AsyncIterator[KafkaBus]:
     )  # fmt: skip
     await bus.start()
     await bus.ensure_topics([TOPIC, DLQ])
-    try:
-        yield bus
-    finally:
-        await bus.stop()
-        await delete_up_to_end(kafka_bootstrap, [TOPIC, DLQ])
+    yield bus
+    await bus.stop()
 
 
 @pytest.fixture
@@ -240,17 +221,18 @@ async def test_poison_messages_go_to_the_dead_letter_topic_while_healthy_events_
             await asyncio.sleep(0.05)  # traffic keeps arriving while the consumer works on the poison
 
         letters = await dead_letters(bus, run, 3, timeout_s=60)
-
-        async def all_labeled() -> bool:
-            return await store.count("labeled", {}) >= len(healthy)
-
         deadline = time.monotonic() + 30
-        while not await all_labeled() and time.monotonic() < deadline:
+        while await store.count("labeled", {}) < len(healthy) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     finally:
         stopping.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(consuming, 30)
+        await asyncio.wait([consuming], timeout=30)
+        if not consuming.done():
+            consuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consuming
+    assert not consuming.cancelled(), "the consumer did not stop within 30 s of being asked to"
+    assert consuming.exception() is None, f"the consumer died: {consuming.exception()!r}"
 
     # Every healthy event was applied, once, though poison sat among them in the same partitions.
     labeled = {doc["_id"]: doc["n"] for doc in await store.find("labeled", {})}

@@ -224,6 +224,7 @@ def test_ports_are_published_on_the_loopback_interface_only(compose: dict[str, A
 
 
 def _volume_text(volume: Any) -> str:
-    if isinstance(volume, dict):
-        return f"{volume['source']}:{volume['target']}"
-    return str(volume)
+    """``source:target[:mode]``, with a host path resolved (the checkout may sit behind a symlink)."""
+    text = f"{volume['source']}:{volume['target']}" if isinstance(volume, dict) else str(volume)
+    source, _, rest = text.partition(":")
+    return f"{os.path.realpath(source)}:{rest}" if source.startswith("/") else text

@@ -64,9 +64,9 @@ async def until_answered(call: Callable[[], Awaitable[T]], what: str) -> T:
     while True:
         try:
             return await call()
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
             if time.monotonic() > deadline:
-                raise
+                raise AssertionError(f"no answer to {what} for {PATIENCE_S:.0f}s: {exc!r}") from exc
             await asyncio.sleep(0.2)
 
 
@@ -119,7 +119,7 @@ def kill_schedule(rng: random.Random, batches: int) -> list[Kill]:
 
 
 async def post_corpus(client: LabelgateClient, batches: list[list[dict[str, object]]], run: Run) -> None:
-    """One pass over the corpus, each batch retried until answered, pausing while the queue is long."""
+    """One pass over the corpus, each batch retried until answered, pausing while many items are not final."""
     for batch in batches:
         result = await until_answered(partial(client.submit_items, PROJECT, batch), "submit")
         for submitted in result.items:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from labelgate.embedded import build_pipeline, embedded_settings, serve_in_background
+from labelgate.replay import GoldItem, ReplayOptions, all_items, replay
 from labelgate_client import LabelgateAPIError, LabelgateClient
 from labelgate_client.models import Stats
 from labelgate_labeler.settings import LabelerSettings
@@ -159,3 +160,28 @@ async def test_bad_input_gets_a_clear_4xx_and_loses_nothing(client: LabelgateCli
     item = await client.get_item(PROJECT, kept.items[0].item_id)
     assert item.final is not None
     assert item.final.labels == ["ham"]
+
+
+async def test_replay_with_a_target_precision_auto_accepts_only_against_a_derived_threshold(
+    client: LabelgateClient,
+) -> None:
+    corpus = make_items(400, seed=5)
+    items = [GoldItem(it["id"], it["text"], (it["label"],), {}) for it in corpus]
+    options = ReplayOptions(project_id="target", target_precision=0.95, audit_rate=0.1, batch=100, reviewers=2)
+
+    report = await replay(client, items, options)
+
+    assert report.target_precision == 0.95
+    assert report.final_accuracy == 1.0
+    assert report.ece["raw"] is not None
+    assert report.ece["calibrated"] is not None
+    assert (await client.get_project("target")).routing.target_precision == 0.95
+    auto = [it async for it in all_items(client, "target") if it.final and it.final.source == "auto"]
+    assert auto, "nothing was auto-accepted once enough reviewed outcomes showed the target was reached"
+    for item in auto:
+        decision = item.decision
+        assert decision is not None
+        assert decision.calibration_version is not None, "auto-accepted before any calibration was fitted"
+        assert decision.threshold is not None
+        assert decision.calibrated_confidence is not None
+        assert decision.calibrated_confidence >= decision.threshold

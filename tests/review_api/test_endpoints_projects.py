@@ -19,7 +19,7 @@ async def test_create_project_returns_it_with_guideline_version_1(api: httpx.Asy
 
     assert body["id"] == "news"
     assert body["guideline_version"] == 1
-    assert body["routing"] == {"threshold": 0.9, "audit_rate": 0.05}
+    assert body["routing"] == {"threshold": 0.9, "audit_rate": 0.05, "target_precision": None}
     assert [label["name"] for label in body["task"]["labels"]] == ["sports", "politics", "tech"]
     assert body["task"]["type"] == "classification"
     assert body["task"]["subjective"] is False
@@ -138,7 +138,7 @@ async def test_items_carry_the_guideline_version_and_routing_of_their_submission
     await api.put("/v1/projects/news/guidelines", json={"text": "v2"})
     response = await api.patch("/v1/projects/news/routing", json={"threshold": 0.75})
     assert response.status_code == 200
-    assert response.json()["routing"] == {"threshold": 0.75, "audit_rate": 0.05}
+    assert response.json()["routing"] == {"threshold": 0.75, "audit_rate": 0.05, "target_precision": None}
     [after] = await submit(api, "news", "second")
 
     events = await wait_published(bus, ITEM_SUBMITTED, 2)
@@ -153,9 +153,31 @@ async def test_routing_update_changes_only_the_fields_given(api: httpx.AsyncClie
 
     response = await api.patch("/v1/projects/news/routing", json={"audit_rate": 0.2})
 
-    assert response.json()["routing"] == {"threshold": 0.9, "audit_rate": 0.2}
+    assert response.json()["routing"] == {"threshold": 0.9, "audit_rate": 0.2, "target_precision": None}
     bad = await api.patch("/v1/projects/news/routing", json={"threshold": 2})
     assert bad.status_code == 422
     assert "threshold" in bad.json()["error"]["message"]
     assert (await api.get("/v1/projects/news")).json()["routing"]["threshold"] == 0.9
 
+
+
+async def test_a_target_precision_is_set_carried_by_new_items_and_cleared(
+    api: httpx.AsyncClient, bus: MemoryBus
+) -> None:
+    await create_project(api, routing={"threshold": 0.9, "target_precision": 0.99})
+    [with_target] = await submit(api, "news", "first")
+
+    kept = await api.patch("/v1/projects/news/routing", json={"audit_rate": 0.1})
+    assert kept.json()["routing"]["target_precision"] == 0.99
+    cleared = await api.patch("/v1/projects/news/routing", json={"target_precision": None})
+    assert cleared.json()["routing"] == {"threshold": 0.9, "audit_rate": 0.1, "target_precision": None}
+    [without] = await submit(api, "news", "second")
+    for impossible in (0, 1.5):
+        bad = await api.patch("/v1/projects/news/routing", json={"target_precision": impossible})
+        assert bad.status_code == 422
+        assert "target_precision" in bad.json()["error"]["message"]
+
+    events = await wait_published(bus, ITEM_SUBMITTED, 2)
+    by_item = {e.item_id: e for e in events if isinstance(e, ItemSubmitted)}
+    assert by_item[with_target].routing.target_precision == 0.99
+    assert by_item[without].routing.target_precision is None

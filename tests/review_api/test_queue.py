@@ -15,7 +15,17 @@ from labelgate_core.topics import LABEL_FINALIZED, REVIEW_SUBMITTED
 from labelgate_review_api.errors import InvalidLabelsError
 from labelgate_review_api.queue import check_labels
 
-from .helpers import Clock, create_project, queue_items, wait_published
+from .helpers import (
+    Clock,
+    auto_final,
+    create_project,
+    decision,
+    publish,
+    queue_items,
+    submit,
+    wait_published,
+    wait_state,
+)
 
 LEASE = "/v1/projects/news/queue/lease"
 
@@ -81,6 +91,33 @@ async def test_least_confident_first_then_oldest(api: httpx.AsyncClient, bus: Me
         order.append(task["item_id"])
 
     assert order == [*cold, *unsure_old, *unsure_new, *sure]
+
+
+@pytest.mark.integration
+async def test_calibrated_confidence_and_class_rarity_order_the_queue(api: httpx.AsyncClient, bus: MemoryBus) -> None:
+    await create_project(api)
+    finals = await submit(api, "news", "final 1", "final 2", "final 3")
+    await publish(bus, *(auto_final("news", item_id, ["sports"]) for item_id in finals))
+    for item_id in finals:
+        await wait_state(api, "news", item_id, "final")
+    overconfident, reliable, common, rare = await submit(api, "news", "over", "reliable", "common", "rare")
+    await publish(
+        bus,
+        # A raw 0.95 that calibration says is right half the time beats a raw 0.6 that is right 90% of it.
+        decision("news", overconfident, confidence=0.95).model_copy(update={"calibrated_confidence": 0.5}),
+        decision("news", reliable, confidence=0.6).model_copy(update={"calibrated_confidence": 0.9}),
+        # Same confidence: the class with no final label yet first.
+        decision("news", common, confidence=0.7, labels=["sports"]),
+        decision("news", rare, confidence=0.7, labels=["tech"]),
+    )
+    for item_id in (overconfident, reliable, common, rare):
+        await wait_state(api, "news", item_id, "queued")
+
+    order = []
+    while (task := await lease(api)) is not None:
+        order.append(task["item_id"])
+
+    assert order == [overconfident, rare, common, reliable]
 
 
 @pytest.mark.integration

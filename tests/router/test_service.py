@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from labelgate_core.bus.memory import MemoryBus
 from labelgate_core.bus.port import OutgoingMessage
@@ -16,13 +19,17 @@ from labelgate_core.events import (
     LabelFinalized,
     LabelScored,
     Proposal,
+    ReviewAction,
+    ReviewSubmitted,
     RoutingPolicy,
+    RoutingReason,
     TaskSpec,
     utcnow,
 )
 from labelgate_core.store.sqlite import SqliteStore
 from labelgate_core.topics import DECISION_MADE, LABEL_FINALIZED, decode, encode, headers_for
 from labelgate_router.main import build_router
+from labelgate_router.settings import RouterSettings
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +89,99 @@ async def test_router_decides_and_finalizes_confident_labels_once(tmp_path: Path
     assert final.labels == ("spam",)
     assert final.source == "auto"
     assert final.causation_id == by_item["a"].event_id
+
+
+def reviewed(project_id: str, item_id: str, confidence: float | None, correct: bool) -> ReviewSubmitted:
+    return ReviewSubmitted(
+        producer="review-api",
+        project_id=project_id,
+        item_id=item_id,
+        review_id=f"r-{item_id}",
+        reviewer_id="ana",
+        action=ReviewAction.confirm if correct else ReviewAction.correct,
+        labels=("spam",) if correct else ("ham",),
+        ai_labels=("spam",) if confidence is not None else (),
+        ai_confidence=confidence,
+        decision_reasons=(RoutingReason.low_confidence,),
+        text="text",
+        task=TASK,
+        guideline_version=1,
+        queued_at=utcnow(),
+    )
+
+
+def scored_for(item_id: str, confidence: float, routing: RoutingPolicy, project_id: str = "p") -> LabelScored:
+    return scored(item_id, confidence).model_copy(update={"routing": routing, "project_id": project_id})
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_router_calibrates_from_outcomes_and_routes_on_a_target_precision(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    settings = RouterSettings(calibration_every_outcomes=200, calibration_interval_s=600)
+    router = build_router(bus, SqliteStore(tmp_path / "router.db"), settings)
+    target = RoutingPolicy(threshold=0.5, audit_rate=0.0, target_precision=0.95)
+    await router.start()
+    try:
+        # Above 0.9 the model is always right; between 0.5 and 0.7 it is a coin toss; cold start says nothing.
+        outcomes = [reviewed("p", f"hi-{i}", 0.9 + i / 1000, True) for i in range(100)]
+        outcomes += [reviewed("p", f"lo-{i}", 0.5 + i / 500, i % 2 == 0) for i in range(95)]
+        outcomes += [reviewed("p", f"cold-{i}", None, True) for i in range(5)]
+        await publish(bus, *outcomes)
+        await eventually(lambda: router.calibration("p") is not None)
+        stored = await router.store.find_one("calibrations", {"_id": "p"})
+        assert stored is not None
+        assert (stored["version"], stored["n_outcomes"], stored["n_scored"]) == (1, 200, 195)
+        assert stored["ece_raw"] is not None
+        assert sum(b["count"] for b in stored["reliability"]["raw"]) == 195
+        assert REGISTRY.get_sample_value("labelgate_router_calibration_ece", {"project": "p"}) == pytest.approx(
+            stored["ece_calibrated"]
+        )
+
+        # Fitted without a target: the first item asking for one goes to review, and the target is fitted.
+        await publish(bus, scored_for("first", 0.98, target))
+        await eventually(lambda: (router.calibration("p") or (0,))[0] == 2)
+        await publish(bus, scored_for("sure", 0.98, target), scored_for("unsure", 0.6, target),
+                      scored_for("elsewhere", 0.99, target, project_id="no-outcomes"))
+        decisions = await read_all(bus, DECISION_MADE, 4)
+    finally:
+        await router.stop()
+    by_item = {d.item_id: d for d in decisions if isinstance(d, DecisionMade)}
+    assert by_item["first"].reasons == ("low_confidence",)
+    assert by_item["first"].calibration_version == 1
+    sure = by_item["sure"]
+    assert sure.outcome == "auto_accepted"
+    assert sure.calibration_version == 2
+    assert sure.threshold is not None
+    assert sure.calibrated_confidence is not None
+    assert sure.calibrated_confidence >= sure.threshold > 0.7
+    assert by_item["unsure"].reasons == ("low_confidence",)
+    assert by_item["elsewhere"].reasons == ("low_confidence",)
+    assert by_item["elsewhere"].threshold is None
+
+
+async def test_a_restarted_router_uses_its_stored_calibration(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    settings = RouterSettings(calibration_every_outcomes=60, calibration_interval_s=600)
+    router = build_router(bus, SqliteStore(tmp_path / "router.db"), settings)
+    await router.start()
+    try:
+        await publish(bus, *(reviewed("p", f"i-{i}", 0.95, i % 3 != 0) for i in range(60)))
+        await eventually(lambda: router.calibration("p") is not None)
+    finally:
+        await router.stop()
+    again = build_router(bus, SqliteStore(tmp_path / "router.db"), settings)
+    await again.start()
+    try:
+        current = again.calibration("p")
+    finally:
+        await again.stop()
+    assert current is not None
+    assert current[0] == 1
+    # Right two times in three at a raw 0.95: that is what the restored calibration says.
+    assert current[1].calibrate(0.95) == pytest.approx(2 / 3, abs=0.02)

@@ -32,6 +32,14 @@ console = Console(stderr=True)
 
 SERVICES = ("review-api", "labeler", "router", "metrics")
 
+TargetPrecisionOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.01, max=1.0,
+        help="Precision auto-accepted labels must reach (lower confidence bound); replaces --threshold",
+    ),
+]
+
 
 @app.command()
 def run(
@@ -119,6 +127,7 @@ def replay_command(
     url: Annotated[str | None, typer.Option(help="A running pipeline's REST API; default: start one")] = None,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Auto-accept threshold")] = 0.9,
     audit_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of auto-accepts audited")] = 0.05,
+    target_precision: TargetPrecisionOption = None,
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="Items posted per request")] = 200,
     reviewers: Annotated[int, typer.Option(min=1, max=256, help="Simulated reviewers working at once")] = 8,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay only the first N items")] = None,
@@ -131,7 +140,8 @@ def replay_command(
     _quiet_logs()
     options = ReplayOptions(
         task="multi_label" if task == "multi_label" else "classification",
-        project_id=project, threshold=threshold, audit_rate=audit_rate, batch=batch, reviewers=reviewers,
+        project_id=project, threshold=threshold, audit_rate=audit_rate, target_precision=target_precision,
+        batch=batch, reviewers=reviewers,
     )
     try:
         report = asyncio.run(_replay(file, options, url, data_dir, limit, show_progress=True))
@@ -145,6 +155,8 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="End with the report as one JSON line")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay only the first N emails")] = None,
     cache: Annotated[Path, typer.Option(help="Where `make data` put the datasets")] = Path(".cache"),
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Auto-accept threshold")] = 0.9,
+    target_precision: TargetPrecisionOption = None,
 ) -> None:
     """Replay the SpamAssassin public corpus (6,046 emails, spam/ham) through an embedded pipeline."""
     _quiet_logs()
@@ -153,7 +165,8 @@ def demo(
     except DatasetMissingError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
-    report = asyncio.run(_replay(path, ReplayOptions(), None, None, limit, show_progress=True))
+    options = ReplayOptions(threshold=threshold, target_precision=target_precision)
+    report = asyncio.run(_replay(path, options, None, None, limit, show_progress=True))
     _print_report(report, as_json)
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from labelgate_core.adapters import make_bus, make_store
 from labelgate_core.app import all_ready, lifespan_for
 from labelgate_core.bus.port import Bus
+from labelgate_core.consumer import RetryPolicy
 from labelgate_core.service import Service
 from labelgate_core.settings import CoreSettings
 from labelgate_labeler.main import build_labeler
@@ -37,11 +38,12 @@ class Pipeline:
 def build_pipeline(core: CoreSettings | None = None, labeler: LabelerSettings | None = None) -> Pipeline:
     core = core or CoreSettings()
     bus = make_bus(core)
-    review = build_review_api(bus, make_store(core, "review-api"))
-    metrics = build_metrics(bus, make_store(core, "metrics"))
+    retry = RetryPolicy(max_attempts=core.consumer_max_attempts)
+    review = build_review_api(bus, make_store(core, "review-api"), retry=retry)
+    metrics = build_metrics(bus, make_store(core, "metrics"), retry=retry)
     services: list[Service] = [
-        build_labeler(bus, make_store(core, "labeler"), labeler),
-        build_router(bus, make_store(core, "router")),
+        build_labeler(bus, make_store(core, "labeler"), labeler, retry=retry),
+        build_router(bus, make_store(core, "router"), retry=retry),
         metrics,
         review,
     ]

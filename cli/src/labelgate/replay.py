@@ -17,6 +17,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from labelgate_client import LabelgateClient
 from labelgate_client.models import Item
+from labelgate_quality.calibration import expected_calibration_error
 
 TaskName = Literal["classification", "multi_label"]
 TASKS: tuple[TaskName, ...] = ("classification", "multi_label")
@@ -85,6 +86,10 @@ class ReplayReport:
     model_version: int
     threshold: float
     audit_rate: float
+    target_precision: float | None
+    ece: dict[str, float | None]
+    """ECE of the raw and of the calibrated confidence (as each decision applied it) over the reviewed items
+    that had one; reviewed items over-represent low confidences, so this is not the ECE of all items."""
     wall_s: float
     items_per_s: float
 
@@ -98,6 +103,7 @@ class ReplayOptions:
     project_id: str | None = None
     threshold: float = 0.9
     audit_rate: float = 0.05
+    target_precision: float | None = None
     batch: int = 200
     reviewers: int = 8
     settle_timeout_s: float = 600.0
@@ -119,6 +125,7 @@ async def replay(
         task_type=options.task,
         threshold=options.threshold,
         audit_rate=options.audit_rate,
+        target_precision=options.target_precision,
     )
     gold_by_key = {item.key: item for item in items}
     gold: dict[str, tuple[str, ...]] = {}
@@ -189,7 +196,8 @@ async def _wait_all_final(
         await asyncio.sleep(0.1)
 
 
-async def _all_items(client: LabelgateClient, project_id: str) -> AsyncIterator[Item]:
+async def all_items(client: LabelgateClient, project_id: str) -> AsyncIterator[Item]:
+    """Every item of the project with its history, page by page."""
     after: str | None = None
     while True:
         page = await client.list_items(project_id, limit=1000, after=after)
@@ -234,7 +242,10 @@ async def _report(
     ai_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
     proposed_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
     reviewed_ai_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-    async for item in _all_items(client, project_id):
+    raw_conf: list[float] = []
+    calibrated_conf: list[float] = []
+    reviewed_right: list[bool] = []
+    async for item in all_items(client, project_id):
         truth = gold[item.item_id]
         decision = item.decision
         proposal = tuple(decision.proposal.labels) if decision else ()
@@ -254,6 +265,10 @@ async def _report(
             reviewed += 1
             if confidence is not None:
                 reviewed_ai_pairs.append((proposal, truth))
+                calibrated = decision.calibrated_confidence if decision else None
+                raw_conf.append(confidence)
+                calibrated_conf.append(confidence if calibrated is None else calibrated)
+                reviewed_right.append(set(proposal) == set(truth))
         audited += "audit" in reasons
         cold += "no_confidence" in reasons
     labels = sorted({label for truth in gold.values() for label in truth})
@@ -272,6 +287,11 @@ async def _report(
         model_version=model_version,
         threshold=options.threshold,
         audit_rate=options.audit_rate,
+        target_precision=options.target_precision,
+        ece={
+            "raw": expected_calibration_error(raw_conf, reviewed_right),
+            "calibrated": expected_calibration_error(calibrated_conf, reviewed_right),
+        },
         wall_s=round(wall_s, 3),
         items_per_s=round(n / wall_s, 2) if wall_s > 0 else 0.0,
     )

@@ -128,7 +128,10 @@ class LabelgateClient:
         guidelines: str = "",
         threshold: float = 0.9,
         audit_rate: float = 0.05,
+        target_precision: float | None = None,
     ) -> Project:
+        """Create a project. With ``target_precision``, the router derives the auto-accept threshold from
+        reviewed items instead of using ``threshold``."""
         body = {
             "id": project_id,
             "name": name,
@@ -140,7 +143,7 @@ class LabelgateClient:
                 "subjective": subjective,
             },
             "guidelines": guidelines,
-            "routing": {"threshold": threshold, "audit_rate": audit_rate},
+            "routing": {"threshold": threshold, "audit_rate": audit_rate, "target_precision": target_precision},
         }
         response = await self._send("POST", "/v1/projects", json=body, idempotent=False)
         return Project.model_validate_json(response.content)
@@ -161,9 +164,20 @@ class LabelgateClient:
         return Project.model_validate_json(response.content)
 
     async def update_routing(
-        self, project_id: str, *, threshold: float | None = None, audit_rate: float | None = None
+        self,
+        project_id: str,
+        *,
+        threshold: float | None = None,
+        audit_rate: float | None = None,
+        target_precision: float | None = None,
+        clear_target_precision: bool = False,
     ) -> Project:
-        body = {k: v for k, v in {"threshold": threshold, "audit_rate": audit_rate}.items() if v is not None}
+        """Change the fields given (None leaves one as it is); ``clear_target_precision`` goes back to the fixed
+        threshold."""
+        fields = {"threshold": threshold, "audit_rate": audit_rate, "target_precision": target_precision}
+        body: dict[str, float | None] = {k: v for k, v in fields.items() if v is not None}
+        if clear_target_precision:
+            body["target_precision"] = None
         response = await self._send(
             "PATCH", f"/v1/projects/{_segment(project_id)}/routing", json=body, idempotent=True
         )

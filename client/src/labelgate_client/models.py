@@ -36,6 +36,7 @@ class TaskSpec(Model):
 class Routing(Model):
     threshold: float = 0.9
     audit_rate: float = 0.05
+    target_precision: float | None = None
 
 
 class Project(Model):
@@ -83,6 +84,9 @@ class Decision(Model):
     reasons: list[str]
     proposal: Proposal
     decided_at: datetime
+    calibrated_confidence: float | None = None
+    calibration_version: int | None = None
+    threshold: float | None = None
 
 
 class ReviewRecord(Model):

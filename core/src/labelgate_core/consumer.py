@@ -3,18 +3,24 @@
 Each event's effect, its inbox record and the events it causes (outbox) are written in one store
 transaction; the bus offset is committed only after that transaction. A batch of records is first tried in
 one transaction (fast path); if any handler fails, the batch is rolled back and each record is retried on its
-own with bounded, jittered backoff, so one bad message never blocks or poisons its neighbours."""
+own with bounded, jittered backoff, so one bad message never blocks or poisons its neighbours.
+
+An outage is not a bad message. When the store is unavailable (its transaction cannot begin, or a handler
+failed while the store's health check fails too) or the bus is (poll, commit or a dead-letter publish
+failed), the runner keeps the batch in hand, commits nothing, backs off and tries the same records again
+once the dependency answers: an outage delays events, it never dead-letters them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -37,6 +43,16 @@ HANDLE_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 LAG = Gauge("labelgate_consumer_lag_messages", "Messages not yet committed by a consumer group", ["group", "topic"])
+OUTAGES = Counter(
+    "labelgate_consumer_outage_pauses_total",
+    "Times a consumer group backed off because its store or bus was unavailable (nothing was committed)",
+    ["group", "dependency"],
+)
+
+Dependency = Literal["store", "bus"]
+_FINAL_COMMIT_TIMEOUT_S = 5.0
+_LOG_EVERY = 10
+"""During a long outage, one warning every this many failed tries (the first one is always logged)."""
 
 
 class HandlerContext:
@@ -63,12 +79,38 @@ class RetryPolicy:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
     outage_backoff_initial_s: float = 0.25
+    """First pause after the store or the bus failed; it doubles (with jitter) up to ``outage_backoff_max_s``."""
     outage_backoff_max_s: float = 5.0
+
+
+class _Outage(Exception):
+    """The store or the bus is unavailable: the batch in hand is kept, uncommitted, and tried again later."""
+
+    def __init__(self, dependency: Dependency, cause: BaseException) -> None:
+        super().__init__(f"{dependency} unavailable: {type(cause).__name__}: {cause}")
+        self.dependency: Dependency = dependency
+        self.cause = cause
+
+
+@dataclass
+class _Batch:
+    """One poll's records and how far they got: a record is settled once its effect is committed or it has
+    been dead-lettered, so that a batch retried after an outage neither applies nor dead-letters it twice."""
+
+    records: Sequence[Record]
+    events: dict[int, Event] = field(default_factory=dict)
+    settled: set[int] = field(default_factory=set)
+
+    def unsettled(self) -> list[int]:
+        return [i for i in range(len(self.records)) if i not in self.settled]
 
 
 @dataclass
 class EventConsumer:
-    """Runs one consumer group over ``handlers`` (topic → handler) until ``stopping`` is set."""
+    """Runs one consumer group over ``handlers`` (topic → handler) until ``stopping`` is set.
+
+    ``store_ready`` (the store's health check) tells a handler that failed because the store is down from one
+    that failed on its event: only the latter counts towards ``retry.max_attempts`` and the dead letter."""
 
     bus: Bus
     store_transaction: Callable[[], AbstractAsyncContextManager[Transaction]]
@@ -78,71 +120,197 @@ class EventConsumer:
     max_records: int = 200
     poll_timeout_s: float = 0.2
     _consumer: Consumer | None = None
-    store_ready: object = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    store_ready: Callable[[], Awaitable[bool]] | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         consumer = self._consumer = self.bus.consumer(self.group_id, list(self.handlers))
-        await consumer.start()
-        last_lag = 0.0
+        # Offsets of settled records not committed yet (a commit that failed is retried with the next one).
+        pending: dict[TopicPartition, int] = {}
         try:
-            while not stopping.is_set():
+            if not await self._start(consumer, stopping):
+                return
+            await self._loop(consumer, stopping, pending)
+        finally:
+            await self._finish(consumer, pending)
+
+    async def _loop(self, consumer: Consumer, stopping: asyncio.Event, pending: dict[TopicPartition, int]) -> None:
+        last_lag = 0.0
+        failures = 0  # consecutive failed polls or commits
+        while not stopping.is_set():
+            try:
                 records = await consumer.poll(max_records=self.max_records, timeout_s=self.poll_timeout_s)
-                if time.monotonic() - last_lag > 2.0:
-                    await self._export_lag(consumer)
-                    last_lag = time.monotonic()
-                if not records:
-                    self.idle.set()
-                    continue
+            except Exception as exc:
+                failures += 1
+                self._outage("bus", "polling", exc, failures)
+                await self._pause(stopping, failures)
+                continue
+            if time.monotonic() - last_lag > 2.0:
+                await self._export_lag(consumer)
+                last_lag = time.monotonic()
+            if records:
                 self.idle.clear()
                 started = time.perf_counter()
-                await self._process_batch(records)
+                if not await self._settle(_Batch(records), stopping):
+                    return  # stopping in an outage: the unsettled records are delivered again after a restart
                 HANDLE_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
-                offsets: dict[TopicPartition, int] = {}
                 for record in records:
-                    offsets[record.tp] = record.offset + 1
-                try:
-                    await consumer.commit(offsets)
-                except CommitFailedError:
-                    log.warning("commit refused after a rebalance; records will be redelivered",
-                                extra={"group": self.group_id})
-        finally:
+                    pending[record.tp] = record.offset + 1
+            if not pending:
+                failures = 0
+                self.idle.set()
+                continue
+            if await self._commit(consumer, pending):
+                if failures:
+                    log.info("bus answers again; offsets committed", extra={"group": self.group_id})
+                failures = 0
+                if not records:
+                    self.idle.set()
+            else:
+                failures += 1
+                await self._pause(stopping, failures)
+
+    async def _start(self, consumer: Consumer, stopping: asyncio.Event) -> bool:
+        """Join the group, retrying while the bus is unavailable; False if told to stop first."""
+        failures = 0
+        while not stopping.is_set():
+            try:
+                await consumer.start()
+                return True
+            except Exception as exc:
+                failures += 1
+                self._outage("bus", "joining the group", exc, failures)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                await self._pause(stopping, failures)
+        return False
+
+    async def _commit(self, consumer: Consumer, pending: dict[TopicPartition, int]) -> bool:
+        """Commit ``pending``; True when nothing is left to retry (committed, or refused after a rebalance)."""
+        try:
+            await consumer.commit(dict(pending))
+        except CommitFailedError:
+            # The partitions moved to another member, which starts from the last committed offsets: those
+            # records are redelivered and the inbox recognises them.
+            log.warning("commit refused after a rebalance; records will be redelivered", extra={"group": self.group_id})
+        except Exception as exc:
+            self._outage("bus", "committing", exc, 1)
+            return False
+        pending.clear()
+        return True
+
+    async def _finish(self, consumer: Consumer, pending: dict[TopicPartition, int]) -> None:
+        if pending:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._commit(consumer, pending), _FINAL_COMMIT_TIMEOUT_S)
+        try:
             await consumer.stop()
+        except Exception as exc:
+            log.warning("consumer did not leave its group cleanly", extra={"group": self.group_id, "error": repr(exc)})
 
     async def _export_lag(self, consumer: Consumer) -> None:
+        try:
+            lags = await consumer.lag()
+        except Exception as exc:  # a gauge is not worth stopping for; the next poll tells whether the bus is up
+            log.debug("consumer lag not read", extra={"group": self.group_id, "error": repr(exc)})
+            return
         per_topic: dict[str, int] = {}
-        for tp, lag in (await consumer.lag()).items():
+        for tp, lag in lags.items():
             per_topic[tp.topic] = per_topic.get(tp.topic, 0) + lag
         for topic, lag in per_topic.items():
             LAG.labels(self.group_id, topic).set(lag)
 
-    async def _process_batch(self, records: Sequence[Record]) -> None:
-        decoded: list[tuple[Record, Event]] = []
-        for record in records:
+    # -- outages -----------------------------------------------------------------------------------------------
+
+    async def _settle(self, batch: _Batch, stopping: asyncio.Event) -> bool:
+        """Apply or dead-letter every record of ``batch``, waiting out outages; False if told to stop first."""
+        failures = 0
+        while True:
             try:
-                decoded.append((record, decode(record.topic, record.value)))
+                await self._process_batch(batch)
+            except _Outage as outage:
+                failures += 1
+                self._outage(outage.dependency, "processing a batch", outage.cause, failures)
+                if not await self._wait_out(outage.dependency, stopping, failures):
+                    return False
+                continue
+            if failures:
+                log.info("outage over; batch applied", extra={"group": self.group_id, "tries": failures + 1})
+            return True
+
+    async def _wait_out(self, dependency: Dependency, stopping: asyncio.Event, failures: int) -> bool:
+        """Back off; for the store, until its health check passes. False if told to stop meanwhile."""
+        await self._pause(stopping, failures)
+        if dependency == "store":
+            while not stopping.is_set() and await self._store_down():
+                failures += 1
+                OUTAGES.labels(self.group_id, dependency).inc()
+                await self._pause(stopping, failures)
+        return not stopping.is_set()
+
+    async def _store_down(self) -> bool:
+        if self.store_ready is None:
+            return False
+        try:
+            return not await self.store_ready()
+        except Exception:
+            return True
+
+    async def _pause(self, stopping: asyncio.Event, failures: int) -> None:
+        ceiling = min(self.retry.outage_backoff_max_s, self.retry.outage_backoff_initial_s * 2 ** (failures - 1))
+        delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 -- jitter spreads retries; it guards no secret
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
+
+    def _outage(self, dependency: Dependency, during: str, exc: BaseException, failures: int) -> None:
+        OUTAGES.labels(self.group_id, dependency).inc()
+        if failures == 1 or failures % _LOG_EVERY == 0:
+            log.warning(
+                "%s unavailable while %s; backing off, nothing committed",
+                dependency,
+                during,
+                extra={"group": self.group_id, "tries": failures, "error": f"{type(exc).__name__}: {exc}"},
+            )
+
+    # -- applying events ---------------------------------------------------------------------------------------
+
+    async def _process_batch(self, batch: _Batch) -> None:
+        for i in batch.unsettled():
+            if i in batch.events:
+                continue
+            record = batch.records[i]
+            try:
+                batch.events[i] = decode(record.topic, record.value)
             except (ValidationError, ValueError, KeyError) as exc:
                 await self._dead_letter(record, exc, attempts=1)
-        if not decoded:
+                batch.settled.add(i)
+        todo = batch.unsettled()
+        if not todo:
             return
         hooks: list[Callable[[], None]] = []
         failed: tuple[int, Exception] | None = None
+        began = False
         try:
             async with self.store_transaction() as tx:
-                for i, (_, event) in enumerate(decoded):
+                began = True
+                for i in todo:
                     try:
-                        await self._apply(tx, event, hooks)
+                        await self._apply(tx, batch.events[i], hooks)
                     except Exception as exc:
                         failed = (i, exc)
                         raise
-        except Exception:
+        except Exception as exc:
+            if not began or await self._store_down():
+                raise _Outage("store", exc) from exc
             # Roll back the batch; each record alone decides retry or dead letter. The record whose handler
             # failed has had its first attempt: it counts, so that a handler runs at most max_attempts times.
-            for i, (record, event) in enumerate(decoded):
+            for i in todo:
                 first_failure = failed[1] if failed is not None and failed[0] == i else None
-                await self._process_one(record, event, first_failure=first_failure)
+                await self._process_one(batch.records[i], batch.events[i], first_failure=first_failure)
+                batch.settled.add(i)
             return
-        PROCESSED.labels(self.group_id, "ok").inc(len(decoded))
+        batch.settled.update(todo)
+        PROCESSED.labels(self.group_id, "ok").inc(len(todo))
         _run_hooks(hooks)
 
     async def _apply(self, tx: Transaction, event: Event, hooks: list[Callable[[], None]]) -> None:
@@ -153,18 +321,23 @@ class EventConsumer:
 
     async def _process_one(self, record: Record, event: Event, *, first_failure: Exception | None = None) -> None:
         """Apply one event in its own transaction, retrying what is retriable with jittered exponential backoff;
-        ``first_failure`` is the error of an attempt already made in the batch."""
+        ``first_failure`` is the error of an attempt already made in the batch. Raises ``_Outage`` when the
+        store is down, before the failure counts as an attempt."""
         attempts = 0 if first_failure is None else 1
         error = first_failure
         while error is None or self._retriable(error, attempts):
             if attempts:
                 await asyncio.sleep(self._backoff_s(attempts))
-            attempts += 1
             hooks: list[Callable[[], None]] = []
+            began = False
             try:
                 async with self.store_transaction() as tx:
+                    began = True
                     await self._apply(tx, event, hooks)
             except Exception as exc:
+                if not began or await self._store_down():
+                    raise _Outage("store", exc) from exc
+                attempts += 1
                 error = exc
                 continue
             _run_hooks(hooks)
@@ -194,7 +367,10 @@ class EventConsumer:
             ("dlq.attempts", str(attempts).encode()),
             ("dlq.group", self.group_id.encode()),
         )
-        await self.bus.publish([OutgoingMessage(dlq_topic(record.topic), record.key, record.value, headers)])
+        try:
+            await self.bus.publish([OutgoingMessage(dlq_topic(record.topic), record.key, record.value, headers)])
+        except Exception as publish_error:
+            raise _Outage("bus", publish_error) from publish_error
         PROCESSED.labels(self.group_id, "dead_lettered").inc()
 
 

@@ -54,6 +54,9 @@ class RoutingPolicy(Frozen):
 
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
     audit_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    target_precision: Annotated[float | None, Field(gt=0.0, le=1.0)] = None
+    """When set, it replaces ``threshold``: the router derives the threshold that reaches this precision (lower
+    confidence bound) from the project's reviewed outcomes, and auto-accepts nothing until one does."""
 
 
 class DecisionOutcome(StrEnum):
@@ -177,6 +180,14 @@ class DecisionMade(Event):
     proposal: Proposal
     guideline_version: int
     submitted_at: datetime
+    calibrated_confidence: float | None = None
+    """The proposal's confidence mapped to P(correct) by the project's calibration (the raw confidence while
+    none is fitted); None when the proposal is unscored or older producers."""
+    calibration_version: int | None = None
+    """Version of the project's calibration that was applied; None when none had been fitted yet."""
+    threshold: float | None = None
+    """The calibrated-confidence threshold the decision was measured against; None when no threshold applied
+    (unscored proposals, or a target precision not yet attainable)."""
 
 
 class ReviewSubmitted(Event):

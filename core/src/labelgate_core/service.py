@@ -1,11 +1,13 @@
 """The shape every Labelgate service shares: a store it owns, consumer groups, an outbox relay, background
-tasks, a readiness check and a graceful stop (drain the batch in hand, commit, publish the outbox)."""
+tasks, a readiness check and a graceful stop (drain the batch in hand, commit, publish the outbox) that ends
+within its grace period even when the bus or the store no longer answers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -59,7 +61,7 @@ class Service:
         self.consumers = [
             EventConsumer(
                 bus=self.bus, store_transaction=self.store.transaction, group_id=group, handlers=handlers,
-                retry=self.retry,
+                retry=self.retry, store_ready=self.store.ready,
             )
             for group, handlers in self.subscriptions().items()
         ]
@@ -67,15 +69,30 @@ class Service:
         coros += [c.run(self._stopping) for c in self.consumers]
         coros += self.background()
         self._tasks = [asyncio.create_task(c, name=f"{self.name}:{i}") for i, c in enumerate(coros)]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
         self._started = True
         log.info("service started", extra={"service": self.name, "groups": list(self.subscriptions())})
 
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """Say at once when a task dies while the service runs (``ready()`` turns false from then on)."""
+        if task.cancelled() or self._stopping.is_set():
+            return
+        error = task.exception()
+        log.error("task ended while the service runs", extra={"service": self.name, "task": task.get_name(),
+                                                               "error": repr(error) if error else None})
+
     async def stop(self, grace_s: float = 25.0) -> None:
+        """Drain and stop within ``grace_s``: consumers finish the batch in hand and commit it, the relay
+        publishes what is committed. Whatever is still running at the deadline is cancelled; what it had not
+        committed is delivered again after the restart, and the outbox keeps what was not published."""
         if not self._started:
             return
         self._started = False
+        deadline = time.monotonic() + grace_s
         self._stopping.set()
-        done, pending = await asyncio.wait(self._tasks, timeout=grace_s)
+        # The tasks get the grace period but a moment kept for the last outbox publish and closing the store.
+        done, pending = await asyncio.wait(self._tasks, timeout=grace_s - min(2.0, grace_s / 5))
         for task in pending:
             task.cancel()
         for task in pending:
@@ -85,9 +102,16 @@ class Service:
             if not task.cancelled() and task.exception() is not None:
                 log.error("task failed", extra={"service": self.name, "task": task.get_name(),
                                                 "error": repr(task.exception())})
-        with contextlib.suppress(Exception):
-            await self.relay.publish_pending()
-        await self.store.stop()
+        try:
+            # A bus that no longer answers must not hold the stop past its grace: the outbox keeps the rest.
+            await asyncio.wait_for(self.relay.publish_pending(), max(deadline - time.monotonic(), 0.1))
+        except Exception as exc:
+            log.warning("outbox not fully published at stop; it is published after the restart",
+                        extra={"service": self.name, "error": repr(exc)})
+        try:
+            await self.store.stop()
+        except Exception as exc:
+            log.warning("store did not close cleanly", extra={"service": self.name, "error": repr(exc)})
         log.info("service stopped", extra={"service": self.name, "forced": len(pending)})
 
     async def ready(self) -> bool:

@@ -63,19 +63,22 @@ def decision_doc(event: DecisionMade) -> Doc:
         "proposal": proposal_doc(event.proposal),
         "decided_at": iso(event.occurred_at),
         "event_id": event.event_id,
+        "calibrated_confidence": event.calibrated_confidence,
+        "calibration_version": event.calibration_version,
+        "threshold": event.threshold,
     }
 
 
-def task_doc(event: DecisionMade, *, now: datetime) -> Doc:
-    """An open review task for the item ``event`` decided on. Lower priority is served first: the least
-    confident proposals (no confidence at all counts as 0) are the most useful to review."""
-    confidence = event.proposal.confidence
+def task_doc(event: DecisionMade, *, now: datetime, priority: float, value: float) -> Doc:
+    """An open review task for the item ``event`` decided on. Lower priority is served first (see
+    ``priority.review_priority``); ``value`` is the expected value of the review it was derived from."""
     return {
         "_id": task_id_for(event.project_id, event.item_id),
         "project_id": event.project_id,
         "item_id": event.item_id,
         "done": False,
-        "priority": float(confidence) if confidence is not None else 0.0,
+        "priority": priority,
+        "review_value": value,
         "queued_at": iso(now),
         "queued_ts": now.timestamp(),
         "available_at": 0.0,

@@ -16,6 +16,8 @@ ITEMS = "items"
 TASKS = "tasks"
 REVIEWS = "reviews"
 FINALS = "finals"
+LABEL_COUNTS = "label_counts"
+"""Final labels per project and label (the class balance the queue order uses)."""
 
 INDEXES: Mapping[str, Sequence[Index]] = {
     PROJECTS: (),
@@ -30,6 +32,7 @@ INDEXES: Mapping[str, Sequence[Index]] = {
     TASKS: (Index(("project_id", "done", "priority", "queued_ts")), Index(("project_id", "item_id"))),
     REVIEWS: (Index(("task_id",), unique=True), Index(("project_id", "item_id"))),
     FINALS: (Index(("project_id", "_id")), Index(("project_id", "source"))),
+    LABEL_COUNTS: (Index(("project_id",)),),
 }
 
 
@@ -107,6 +110,11 @@ class ReviewRepository:
     async def get_final(self, project_id: str, item_id: str) -> Doc | None:
         return await self.db.find_one(FINALS, {"_id": item_id, "project_id": project_id})
 
+    async def final_label_counts(self, project_id: str) -> dict[str, int]:
+        """How many final labels the project has of each label."""
+        docs = await self.db.find(LABEL_COUNTS, {"project_id": project_id})
+        return {doc["label"]: int(doc["count"]) for doc in docs}
+
     # -- tasks
 
     async def get_task(self, project_id: str, task_id: str) -> Doc | None:
@@ -172,7 +180,16 @@ class ReviewWriter(ReviewRepository):
         await self.tx.insert(REVIEWS, doc)
 
     async def insert_final(self, doc: Doc) -> None:
+        """Store the item's final label and count it in the project's class balance."""
         await self.tx.insert(FINALS, doc)
+        for label in dict.fromkeys(doc["labels"]):
+            await self.tx.update_one(
+                LABEL_COUNTS,
+                {"_id": f"{doc['project_id']}/{label}"},
+                set={"project_id": doc["project_id"], "label": label},
+                inc={"count": 1},
+                upsert=True,
+            )
 
 
 def stream_finals(store: Store, project_id: str, *, batch_size: int) -> AsyncIterator[Doc]:

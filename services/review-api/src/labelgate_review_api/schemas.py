@@ -51,9 +51,22 @@ class TaskSpecCreate(Input):
         return labels
 
 
+TargetPrecision = Annotated[
+    float | None,
+    Field(
+        gt=0.0,
+        le=1.0,
+        description="Precision the auto-accepted labels must reach (lower confidence bound). When set, it replaces"
+        " `threshold`: the router derives the threshold from reviewed outcomes, and auto-accepts nothing until"
+        " enough of them show the target is reached",
+    ),
+]
+
+
 class RoutingCreate(Input):
     threshold: Probability = Field(default=0.9, description="Calibrated confidence needed to auto-accept")
     audit_rate: Probability = Field(default=0.05, description="Share of would-be auto-accepts sent to review")
+    target_precision: TargetPrecision = None
 
 
 class ProjectCreate(Input):
@@ -69,10 +82,12 @@ class GuidelinesUpdate(Input):
 
 
 class RoutingUpdate(Input):
-    """Only the fields given change; the new values apply to items submitted afterwards."""
+    """Only the fields given change; the new values apply to items submitted afterwards. An explicit null
+    ``target_precision`` goes back to the fixed threshold."""
 
     threshold: Probability | None = None
     audit_rate: Probability | None = None
+    target_precision: TargetPrecision = None
 
 
 class LabelPublic(Public):
@@ -89,6 +104,7 @@ class TaskSpecPublic(Public):
 class RoutingPublic(Public):
     threshold: float
     audit_rate: float
+    target_precision: float | None = None
 
 
 class ProjectPublic(Public):
@@ -161,6 +177,11 @@ class DecisionPublic(Public):
     reasons: list[RoutingReason]
     proposal: ProposalPublic
     decided_at: datetime
+    calibrated_confidence: float | None = Field(
+        default=None, description="The proposal's confidence as calibrated on the project's reviewed items"
+    )
+    calibration_version: int | None = None
+    threshold: float | None = Field(default=None, description="The threshold the calibrated confidence was held to")
 
 
 class ReviewPublic(Public):

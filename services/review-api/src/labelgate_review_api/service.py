@@ -44,6 +44,7 @@ from .documents import (
     task_spec,
 )
 from .errors import BatchTooLargeError, ItemNotFoundError, ProjectExistsError
+from .priority import review_priority
 from .queue import ReviewQueue
 from .repository import INDEXES, ReviewRepository, ReviewWriter, stream_finals
 from .schemas import (
@@ -132,7 +133,8 @@ class ReviewApiService(Service):
         if await writer.get_task(event.project_id, task_id) is not None:
             # A repeated decision (a replay, a re-scored item) never queues the item twice.
             return
-        await writer.insert_task(task_doc(event, now=self._now()))
+        priority, value = review_priority(event, await writer.final_label_counts(event.project_id))
+        await writer.insert_task(task_doc(event, now=self._now(), priority=priority, value=value))
         await writer.update_item(
             event.project_id, event.item_id, {"state": ItemState.queued.value, "decision": decision_doc(event)}
         )
@@ -231,6 +233,8 @@ class ReviewApiService(Service):
     async def update_routing(self, principal: Principal, project_id: str, body: RoutingUpdate) -> ProjectPublic:
         """Change the routing policy; items submitted from now on carry the new one."""
         changes = {f"routing.{name}": value for name, value in body.model_dump(exclude_none=True).items()}
+        if "target_precision" in body.model_fields_set and body.target_precision is None:
+            changes["routing.target_precision"] = None
         async with self.store.transaction() as tx:
             writer = ReviewWriter(tx)
             await project_for(principal, writer, project_id)

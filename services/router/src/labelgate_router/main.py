@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from labelgate_core.adapters import make_bus, make_store
 from labelgate_core.app import ops_app
 from labelgate_core.bus.port import Bus
+from labelgate_core.consumer import RetryPolicy
 from labelgate_core.observability import configure_logging
 from labelgate_core.settings import CoreSettings
 from labelgate_core.store.port import Store
@@ -16,14 +17,17 @@ from .service import RouterService
 from .settings import RouterSettings
 
 
-def build_router(bus: Bus, store: Store, settings: RouterSettings | None = None) -> RouterService:
-    return RouterService(bus=bus, store=store, settings=settings)
+def build_router(
+    bus: Bus, store: Store, settings: RouterSettings | None = None, *, retry: RetryPolicy | None = None
+) -> RouterService:
+    return RouterService(bus=bus, store=store, settings=settings, retry=retry)
 
 
 def create_app() -> FastAPI:
     core = CoreSettings()
     bus = make_bus(core)
-    return ops_app("labelgate-router", bus, [build_router(bus, make_store(core, "router"))])
+    retry = RetryPolicy(max_attempts=core.consumer_max_attempts)
+    return ops_app("labelgate-router", bus, [build_router(bus, make_store(core, "router"), retry=retry)])
 
 
 def cli() -> None:

@@ -6,12 +6,16 @@ import hashlib
 from dataclasses import dataclass
 
 from labelgate_core.events import DecisionOutcome, Proposal, RoutingPolicy, RoutingReason, TaskSpec
+from labelgate_quality.calibration import ProjectCalibration
 
 
 @dataclass(frozen=True)
 class Decision:
     outcome: DecisionOutcome
     reasons: tuple[RoutingReason, ...]
+    calibrated_confidence: float | None = None
+    threshold: float | None = None
+    """The threshold the calibrated confidence was held against; None when none applied."""
 
     @property
     def auto_accepted(self) -> bool:
@@ -24,10 +28,29 @@ def audit_draw(seed: str, project_id: str, item_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def decide(proposal: Proposal, task: TaskSpec, routing: RoutingPolicy, draw: float) -> Decision:
+def applicable_threshold(
+    routing: RoutingPolicy, calibration: ProjectCalibration | None, label: str | None
+) -> float | None:
+    """The calibrated-confidence threshold for ``label``: the project's fixed one, or, with a target precision,
+    the one derived from reviewed outcomes for that very target; None while no threshold attains it."""
+    if routing.target_precision is None:
+        return routing.threshold
+    if calibration is None or calibration.target_precision != routing.target_precision:
+        return None  # fitted for another target (or not yet): nothing is known to reach this one
+    return calibration.threshold_for(label)
+
+
+def decide(
+    proposal: Proposal,
+    task: TaskSpec,
+    routing: RoutingPolicy,
+    draw: float,
+    calibration: ProjectCalibration | None = None,
+) -> Decision:
     """Subjective tasks, invalid model output, ensemble disagreement and unscored proposals always go to a
-    human; a scored proposal is auto-accepted when its confidence reaches the threshold, except for a random
-    audit share of those, which a human checks."""
+    human; a scored proposal is auto-accepted when its calibrated confidence reaches the threshold (the
+    project's, or the one derived for its target precision), except for a random audit share of those, which a
+    human checks. Without a ``calibration`` the raw confidence is taken as calibrated."""
     review = DecisionOutcome.needs_review
     if task.subjective:
         return Decision(review, (RoutingReason.subjective,))
@@ -38,8 +61,11 @@ def decide(proposal: Proposal, task: TaskSpec, routing: RoutingPolicy, draw: flo
         return Decision(review, (RoutingReason.disagreement,))
     if proposal.confidence is None:
         return Decision(review, (RoutingReason.no_confidence,))
-    if proposal.confidence < routing.threshold:
-        return Decision(review, (RoutingReason.low_confidence,))
+    label = proposal.labels[0] if proposal.labels else None
+    calibrated = calibration.calibrate(proposal.confidence, label) if calibration else proposal.confidence
+    threshold = applicable_threshold(routing, calibration, label)
+    if threshold is None or calibrated < threshold:
+        return Decision(review, (RoutingReason.low_confidence,), calibrated, threshold)
     if draw < routing.audit_rate:
-        return Decision(review, (RoutingReason.audit,))
-    return Decision(DecisionOutcome.auto_accepted, (RoutingReason.confident,))
+        return Decision(review, (RoutingReason.audit,), calibrated, threshold)
+    return Decision(DecisionOutcome.auto_accepted, (RoutingReason.confident,), calibrated, threshold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -10,5 +11,10 @@ class RouterSettings(BaseSettings):
 
     # Seeds the audit draw: an item is audited, or not, the same way across restarts and replays.
     audit_seed: str = "labelgate-audit"
+    # A project's calibration is refitted after this many new reviewed outcomes, or after this long if any
+    # arrived; below ``calibration_min_samples`` scored outcomes the calibrator stays the identity.
+    calibration_every_outcomes: int = Field(default=50, ge=1)
+    calibration_interval_s: float = Field(default=30.0, gt=0)
+    calibration_min_samples: int = Field(default=30, ge=2)
     host: str = "127.0.0.1"
     port: int = 8002
