@@ -6,15 +6,20 @@ decided, with the four services as separate processes, against two baselines mea
   ``batch``; the clock stops when the review API has recorded a decision for every item (``stats.submitted``
   is 0). A separate consumer on the pipeline's topics also times when the last ``item.submitted``,
   ``label.scored`` and ``decision.made`` event of the project went by, so each hop shows.
-- raw Kafka: N messages of the same size (the ``item.submitted`` events of N items) through aiokafka on the same
-  broker, idempotent producer with acks=all, read back by a consumer group that commits after each batch; from
-  the first send to the last message read. One hop, no store: an upper bound for what the bus alone allows.
+- raw Kafka: messages of the same size (the ``item.submitted`` events the items would cause) through aiokafka on
+  the same broker, idempotent producer with acks=all, read back by a consumer group that commits after each poll;
+  from the first send to the last message read. One hop, no store: an upper bound for what the bus alone allows.
+  It sends more messages than the pipeline gets items (``raw_messages``): N of them take a tenth of a second,
+  too short to time on a shared machine.
 - embedded: ``labelgate run`` (in-process bus, SQLite, the same four services in one process), the same N items,
   the same clock (first POST until ``stats.submitted`` is 0).
 
-Every repetition starts the services afresh (new MongoDB databases, a new embedded data folder, a new raw
-topic), so no repetition works on the previous one's data; the broker and the database server run throughout.
-The three measurements are interleaved within each repetition so that drift on a shared machine hits them alike.
+Every repetition starts the four services afresh on new MongoDB databases (SecantusDB scans whole collections
+for the store's uniqueness probes, so a repetition on the previous one's data would be slower for that alone) and
+writes a new raw topic; the broker, the database server and the embedded process run throughout, each
+repetition with a fresh project. The three measurements are interleaved within each repetition so that drift on
+a shared machine hits them alike. CPU seconds of every process are recorded too: on a busy machine they vary far
+less than wall time.
 
 Run from the repository root: ``.venv/bin/python benchmarks/bench_pipeline.py [--quick]``. Progress goes to
 stderr; the summary table to stdout; raw numbers to ``benchmarks/results/`` as JSON. With ``--py-spy PATH`` the
@@ -71,13 +76,14 @@ class Plan:
     reps: int
     items: int
     batch: int
+    raw_messages: int
     timeout_s: float
 
 
 # SecantusDB answers the store's uniqueness probes with collection scans, so the cost of an item grows with the
 # items before it in the same database: N is sized for the whole run to take about five minutes on two cores.
-FULL = Plan(reps=3, items=500, batch=100, timeout_s=600.0)
-QUICK = Plan(reps=1, items=100, batch=50, timeout_s=120.0)
+FULL = Plan(reps=3, items=500, batch=100, raw_messages=10_000, timeout_s=600.0)
+QUICK = Plan(reps=1, items=100, batch=50, raw_messages=2_000, timeout_s=120.0)
 
 
 def log(message: str) -> None:
@@ -188,12 +194,11 @@ async def stop_all(procs: Mapping[str, ServiceProcess]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def systems(
+async def four_services(
     bootstrap: str, mongo_url: str, prefix: str, logs: Path
-) -> AsyncIterator[tuple[dict[str, ServiceProcess], PipelineProcess]]:
+) -> AsyncIterator[dict[str, ServiceProcess]]:
     """The review API, labeler, router and metrics as four processes on Kafka and MongoDB (databases
-    ``<prefix>_<service>``), and an embedded ``labelgate run`` on a fresh data folder: all five started at once,
-    since start-up is not measured and each process spends most of it importing."""
+    ``<prefix>_<service>``), started at once; yields them by name, ready."""
     env = {
         "LABELGATE_BUS": "kafka",
         "LABELGATE_STORE": "mongo",
@@ -205,17 +210,13 @@ async def systems(
         "LABELGATE_LOG_LEVEL": "WARNING",
     }
     procs = {name: ServiceProcess(name, env, logs / f"{prefix}-{name}.log") for name in SERVICES}
-    embedded = PipelineProcess(logs / f"{prefix}-embedded", log_path=logs / f"{prefix}-embedded.log")
     try:
         for proc in procs.values():
             proc.spawn()
-        await asyncio.gather(embedded.start(180.0), *(proc.wait_ready(180.0) for proc in procs.values()))
-        yield procs, embedded
+        await asyncio.gather(*(proc.wait_ready(180.0) for proc in procs.values()))
+        yield procs
     finally:
         await stop_all(procs)
-        with contextlib.suppress(Exception):
-            await embedded.stop()
-        embedded.kill()
 
 
 # -- watching the pipeline's topics --------------------------------------------------------------------------
@@ -409,7 +410,8 @@ def raw_messages(n: int, seed: int) -> list[tuple[bytes, bytes, list[tuple[str, 
 async def raw_kafka_rep(bootstrap: str, topic: str, plan: Plan, seed: int, broker_pid: int | None) -> dict[str, Any]:
     """N messages produced (idempotent, acks=all, in batches like the POSTs) and read back by a consumer group
     that commits after each poll; timed from the first send to the last message read."""
-    messages = raw_messages(plan.items, seed)
+    messages = raw_messages(plan.raw_messages, seed)
+    total = len(messages)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench.raw.admin")
     await admin.start()
     try:
@@ -433,7 +435,7 @@ async def raw_kafka_rep(bootstrap: str, topic: str, plan: Plan, seed: int, broke
 
         async def consume() -> float:
             nonlocal received
-            while received < plan.items:
+            while received < total:
                 batches = await consumer.getmany(timeout_ms=200, max_records=plan.batch)
                 received += sum(len(batch) for batch in batches.values())
                 if batches:
@@ -456,11 +458,11 @@ async def raw_kafka_rep(bootstrap: str, topic: str, plan: Plan, seed: int, broke
         await producer.stop()
     wall = consumed_at - started
     return {
-        "messages": plan.items,
+        "messages": total,
         "message_bytes": statistics.median(len(value) for _, value, _ in messages),
         "produce_s": produced_at - started,
         "consumed_s": wall,
-        "messages_per_s": plan.items / wall,
+        "messages_per_s": total / wall,
         "cpu_s": used,
     }
 
@@ -597,46 +599,48 @@ def servers() -> Iterator[Servers]:
         yield running
 
 
-async def one_rep(rep: int, plan: Plan, run_id: str, srv: Servers, tmp: Path, py_spy: str | None,
-                  out: Path) -> dict[str, Any]:
+async def one_rep(rep: int, plan: Plan, run_id: str, srv: Servers, embedded: PipelineProcess, tmp: Path,
+                  py_spy: str | None, out: Path) -> dict[str, Any]:
     prefix = f"bench{run_id}r{rep}"
     bootstrap = srv.broker.bootstrap
+    load = os.getloadavg()[0]
 
-    log(f"rep {rep}/{plan.reps}: starting the four services (databases {prefix}_*) and labelgate run")
+    log(f"rep {rep}/{plan.reps}: raw Kafka, {plan.raw_messages:,} messages (load average {load:.1f})")
+    raw = await raw_kafka_rep(bootstrap, f"bench.raw.{prefix}", plan, rep, srv.broker_pid)
+    log(f"  {raw['messages_per_s']:,.0f} messages/s ({raw['message_bytes']:.0f} bytes each; produced in "
+        f"{raw['produce_s']:.2f}s, all read after {raw['consumed_s']:.2f}s)")
+
+    log(f"rep {rep}/{plan.reps}: starting the four services on Kafka + SecantusDB (databases {prefix}_*)")
     started = time.perf_counter()
-    async with systems(bootstrap, srv.mongo.url, prefix, tmp) as (procs, embedded):
-        log(f"  all five ready after {time.perf_counter() - started:.1f}s")
-        log(f"rep {rep}/{plan.reps}: raw Kafka, {plan.items:,} messages")
-        raw = await raw_kafka_rep(bootstrap, f"bench.raw.{prefix}", plan, rep, srv.broker_pid)
-        log(f"  {raw['messages_per_s']:,.0f} messages/s ({raw['message_bytes']:.0f} bytes each; produced in "
-            f"{raw['produce_s']:.2f}s, all read after {raw['consumed_s']:.2f}s)")
-
-        log(f"rep {rep}/{plan.reps}: pipeline on Kafka + SecantusDB, {plan.items:,} items in POSTs of {plan.batch}")
+    async with four_services(bootstrap, srv.mongo.url, prefix, tmp) as procs:
+        log(f"  ready after {time.perf_counter() - started:.1f}s; {plan.items:,} items in POSTs of {plan.batch}")
         pids = {name: proc.pid for name, proc in procs.items()}
         pids |= {"secantusdb": srv.mongo_pid, "kafka": srv.broker_pid, "embedded_idle": embedded.pid}
-        profile = Profiler(py_spy, {k: v for k, v in pids.items() if k in (*SERVICES, "secantusdb")}, out) \
-            if py_spy else None
+        profiled = {k: v for k, v in pids.items() if k in (*SERVICES, "secantusdb")}
+        profile = Profiler(py_spy, profiled, out) if py_spy else None
         project = f"{prefix}-kafka"
         pipe = await pipeline_rep(procs["review-api"].url, bootstrap, project, plan, rep, CpuMeter(pids), profile)
         log(f"  {pipe['items_per_s']:,.1f} items/s: posted after {pipe['post_s']:.1f}s, item.submitted all out "
             f"after {pipe['submitted_s']:.1f}s, label.scored {pipe['scored_s']:.1f}s, decision.made "
-            f"{pipe['decided_s']:.1f}s, recorded {pipe['recorded_s']:.1f}s")
+            f"{pipe['decided_s']:.1f}s, recorded {pipe['recorded_s']:.1f}s; {pipe['cpu_total_s']:.1f} CPU s")
+        # Their consumer groups resume where these commit: leave nothing behind for the next repetition.
         pipe["metrics_caught_up_s"] = await metrics_caught_up(procs["metrics"].url, project, plan.items)
-        await stop_all(procs)  # nothing of theirs runs while the embedded pipeline is measured
 
-        log(f"rep {rep}/{plan.reps}: embedded (labelgate run: in-process bus, SQLite), {plan.items:,} items")
-        emb = await embedded_rep(embedded, f"{prefix}-embedded", plan, rep)
-        log(f"  {emb['items_per_s']:,.1f} items/s: posted after {emb['post_s']:.1f}s, recorded "
-            f"{emb['recorded_s']:.1f}s")
+    log(f"rep {rep}/{plan.reps}: embedded (labelgate run: in-process bus, SQLite), {plan.items:,} items")
+    emb = await embedded_rep(embedded, f"{prefix}-embedded", plan, rep)
+    log(f"  {emb['items_per_s']:,.1f} items/s: posted after {emb['post_s']:.1f}s, recorded {emb['recorded_s']:.1f}s;"
+        f" {emb['cpu_total_s']:.1f} CPU s")
 
     ratios = {
         "pipeline_vs_raw_kafka": pipe["items_per_s"] / raw["messages_per_s"],
         "pipeline_vs_embedded": pipe["items_per_s"] / emb["items_per_s"],
         "embedded_vs_raw_kafka": emb["items_per_s"] / raw["messages_per_s"],
+        "pipeline_cpu_per_item_vs_embedded": pipe["cpu_total_s"] / emb["cpu_total_s"],
     }
     log(f"  ratios: pipeline/raw Kafka {ratios['pipeline_vs_raw_kafka']:.4f}, pipeline/embedded "
-        f"{ratios['pipeline_vs_embedded']:.3f}")
-    return {"raw_kafka": raw, "pipeline": pipe, "embedded": emb, "ratios": ratios}
+        f"{ratios['pipeline_vs_embedded']:.3f}, CPU per item pipeline/embedded "
+        f"{ratios['pipeline_cpu_per_item_vs_embedded']:.0f}")
+    return {"load_avg_1m": load, "raw_kafka": raw, "pipeline": pipe, "embedded": emb, "ratios": ratios}
 
 
 def _numbers(row: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -659,37 +663,55 @@ def table(m: Mapping[str, Mapping[str, float]], plan: Plan) -> str:
     reps = f"median of {plan.reps}" if plan.reps > 1 else "1 run"
     n = plan.items
     cpu = ", ".join(
-        f"{name} {pipe[f'cpu_s.{name}']:.1f}"
-        for name in ("secantusdb", "kafka", *SERVICES) if f"cpu_s.{name}" in pipe
+        f"{name} {pipe[f'cpu_s.{name}']:.1f}" for name in ("secantusdb", "kafka", *SERVICES) if f"cpu_s.{name}" in pipe
     )
     return "\n".join([
-        f"| {n:,} items, POSTs of {plan.batch} ({reps}) | throughput | wall | ratio |",
-        "|---|---|---|---|",
-        f"| raw aiokafka produce→consume, {raw['message_bytes']:.0f}-byte messages | "
-        f"{raw['messages_per_s']:,.0f} msg/s | {raw['consumed_s']:.2f} s | 1 |",
+        f"| {n:,} items, POSTs of {plan.batch} ({reps}) | throughput | wall | CPU per item | ratio |",
+        "|---|---|---|---|---|",
+        f"| raw aiokafka produce→consume ({raw['messages']:,.0f} messages of {raw['message_bytes']:.0f} bytes) | "
+        f"{raw['messages_per_s']:,.0f} msg/s | {raw['consumed_s']:.2f} s | "
+        f"{1000 * (raw['cpu_s.broker'] + raw['cpu_s.bench']) / raw['messages']:.2f} ms | 1 |",
         f"| pipeline, 4 processes on Kafka + SecantusDB: POST → decision recorded | {pipe['items_per_s']:,.1f} "
-        f"items/s | {pipe['recorded_s']:.1f} s | {r['pipeline_vs_raw_kafka']:.4f} of raw Kafka; "
-        f"{r['pipeline_vs_embedded']:.3f} of embedded |",
+        f"items/s | {pipe['recorded_s']:.1f} s | {1000 * pipe['cpu_total_s'] / n:.0f} ms | "
+        f"{r['pipeline_vs_raw_kafka']:.4f} of raw Kafka, {r['pipeline_vs_embedded']:.3f} of embedded |",
         f"| …POST → last decision.made on the topic | {pipe['topic_items_per_s']:,.1f} items/s | "
-        f"{pipe['decided_s']:.1f} s | |",
+        f"{pipe['decided_s']:.1f} s | | |",
         f"| embedded `labelgate run` (memory bus, SQLite): POST → decision recorded | {emb['items_per_s']:,.1f} "
-        f"items/s | {emb['recorded_s']:.1f} s | {r['embedded_vs_raw_kafka']:.4f} of raw Kafka |",
+        f"items/s | {emb['recorded_s']:.1f} s | {1000 * emb['cpu_total_s'] / n:.1f} ms | "
+        f"{r['embedded_vs_raw_kafka']:.3f} of raw Kafka |",
         "",
         f"Pipeline hops (median, seconds from the first POST): all POSTs answered {pipe['post_s']:.1f}, last "
         f"item.submitted {pipe['submitted_s']:.1f}, last label.scored {pipe['scored_s']:.1f}, last decision.made "
         f"{pipe['decided_s']:.1f}, all recorded by the review API {pipe['recorded_s']:.1f}.",
-        f"CPU seconds in the pipeline phase (median): {cpu}; total {pipe['cpu_total_s']:.1f} "
-        f"({1000 * pipe['cpu_total_s'] / n:.0f} ms per item) against {emb['cpu_total_s']:.1f} for the embedded "
-        f"process ({1000 * emb['cpu_total_s'] / n:.0f} ms per item).",
+        f"CPU seconds in the pipeline phase (median): {cpu}; total {pipe['cpu_total_s']:.1f}, "
+        f"{r['pipeline_cpu_per_item_vs_embedded']:.0f}x the embedded process's {emb['cpu_total_s']:.1f} "
+        "for the same items.",
     ])
 
 
 async def run(plan: Plan, py_spy: str | None, out: Path) -> dict[str, Any]:
     run_id = datetime.now(UTC).strftime("%H%M%S")
     reps: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="labelgate-bench-pipeline-") as tmp, servers() as srv:
-        for rep in range(1, plan.reps + 1):
-            reps.append(await one_rep(rep, plan, run_id, srv, Path(tmp), py_spy if rep == 1 else None, out))
+    with tempfile.TemporaryDirectory(prefix="labelgate-bench-pipeline-") as tmp:
+        embedded = PipelineProcess(Path(tmp) / "embedded", log_path=Path(tmp) / "embedded.log")
+        # Spawned first, so that it imports while the broker and the database server start.
+        starting = asyncio.create_task(embedded.start(180.0))
+        await asyncio.sleep(0)
+        try:
+            with servers() as srv:
+                await starting
+                log(f"labelgate run ready on {embedded.url}")
+                for rep in range(1, plan.reps + 1):
+                    reps.append(await one_rep(rep, plan, run_id, srv, embedded, Path(tmp),
+                                              py_spy if rep == 1 else None, out))
+        finally:
+            if not starting.done():
+                starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
+            with contextlib.suppress(Exception):
+                await embedded.stop()
+            embedded.kill()
     return {"plan": plan.__dict__, "machine": machine(), "reps": reps, "median": medians(reps)}
 
 
@@ -708,13 +730,15 @@ def main() -> None:
     parser.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick)")
     parser.add_argument("--items", type=int, help=f"items per repetition (default {FULL.items:,})")
     parser.add_argument("--batch", type=int, help=f"items per POST (default {FULL.batch})")
+    parser.add_argument("--raw-messages", type=int,
+                        help=f"messages of the raw Kafka baseline (default {FULL.raw_messages:,})")
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy executable: profile the first pipeline phase")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default benchmarks/results/…)")
     args = parser.parse_args()
     # A group coordinator that is not there yet right after a topic appears is retried by aiokafka; not news.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     plan = QUICK if args.quick else FULL
-    overrides = {"reps": args.reps, "items": args.items, "batch": args.batch}
+    overrides = {"reps": args.reps, "items": args.items, "batch": args.batch, "raw_messages": args.raw_messages}
     plan = Plan(**{**plan.__dict__, **{k: v for k, v in overrides.items() if v}})
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out: Path = args.out or RESULTS / f"bench_pipeline-{'quick-' if args.quick else ''}{stamp}.json"

@@ -79,6 +79,8 @@ class ServiceProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    stopped: bool = False
+    """The test stopped it (SIGTERM or SIGKILL) and has not started it again."""
     _log: IO[bytes] | None = None
 
     @property
@@ -103,6 +105,7 @@ class ServiceProcess:
         self._log = self.log_path.open("ab")
         self._log.write(f"--- start {self.starts + 1} on port {self.port}\n".encode())
         self._log.flush()
+        self.stopped = False
         self.process = subprocess.Popen(
             [*labelgate_command(), "serve", self.service],
             env=dict(self.env),
@@ -142,6 +145,7 @@ class ServiceProcess:
         """SIGKILL: no shutdown hook runs; only what was already committed survives."""
         if self.process is None:
             return
+        self.stopped = True
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait()
@@ -149,7 +153,9 @@ class ServiceProcess:
 
     def terminate(self, timeout_s: float = 60.0) -> tuple[int, float]:
         """SIGTERM, then wait for the graceful stop; returns the exit status and the seconds it took. A process
-        still alive after ``timeout_s`` is killed and reported as a failure."""
+        still alive after ``timeout_s`` is killed and reported as a failure. (After its graceful shutdown,
+        uvicorn raises the signal again, so a clean stop exits with -SIGTERM.)"""
+        self.stopped = True
         process = self.process
         if process is None or process.poll() is not None:
             return (0 if process is None else process.returncode), 0.0
@@ -162,6 +168,12 @@ class ServiceProcess:
             raise AssertionError(f"{self.service} ignored SIGTERM for {timeout_s:.0f} s:\n{self.log_tail()}") from None
         self._close_log()
         return code, time.monotonic() - started
+
+    def stopped_cleanly(self) -> bool:
+        """Whether the last run's log ends with a complete graceful shutdown of the app (drained, committed,
+        outbox published, store closed) rather than an error."""
+        run = self.log_path.read_text(errors="replace").rsplit("--- start ", 1)[-1]
+        return "service stopped" in run and "Application shutdown complete" in run and "Traceback" not in run
 
     def log_tail(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):
@@ -224,7 +236,7 @@ class Cluster:
     def check_alive(self) -> None:
         """Fail with the service's log if one of them died on its own."""
         for process in self.processes.values():
-            if process.process is not None and process.process.poll() is not None:
+            if process.process is not None and process.process.poll() is not None and not process.stopped:
                 raise AssertionError(
                     f"{process.service} exited with {process.process.returncode}:\n{process.log_tail()}"
                 )

@@ -20,6 +20,8 @@ HAM = "meeting agenda notes project review schedule lunch team report draft budg
 FILLER = "the a to and of for you your this that with on is"
 LABELS = ("spam", "ham")
 T = TypeVar("T")
+LEASE_S = 15
+"""Short, so that a lease granted just before the review API died, whose answer never came, frees itself soon."""
 PATIENCE_S = 180.0
 """Longest wait for the cluster to answer again, or to finish the work it has."""
 
@@ -106,7 +108,7 @@ async def review_queue(client: LabelgateClient, project: Project, *, reviewers: 
 
     async def reviewer(name: str) -> None:
         while True:
-            task = await until_answered(partial(client.lease, project.id, reviewer_id=name), project)
+            task = await until_answered(partial(client.lease, project.id, name, LEASE_S), project)
             if task is None:
                 return
             try:
