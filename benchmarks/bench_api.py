@@ -386,32 +386,50 @@ def ratios(rep: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def table(summary: dict[str, dict[str, float]], plan: Plan) -> str:
-    b, i, r, x = summary["baseline"], summary["ingest"], summary["reviews"], summary["ratios"]
-    m = summary["max_batch"]
-    reps = f"median of {plan.reps}" if plan.reps > 1 else "1 run"
+def table(data: dict[str, Any]) -> str:
+    """The summary as a Markdown table: medians, with the range over the repetitions where there are several."""
+    plan = Plan(**data["plan"])
+    reps: list[dict[str, dict[str, float]]] = data["reps"]
+    med: dict[str, dict[str, float]] = data["median"]
+
+    def val(phase: str, key: str, fmt: str = ",.0f", scale: float = 1.0) -> str:
+        text = format(med[phase][key] * scale, fmt)
+        if len(reps) > 1:
+            values = [rep[phase][key] * scale for rep in reps]
+            text += f" ({format(min(values), fmt)} to {format(max(values), fmt)})"
+        return text
+
+    def cpu_ms_per(phase: str, keys: tuple[str, ...], per: str) -> str:
+        values = [sum(rep[phase][k] for k in keys) / rep[phase][per] * 1000 for rep in reps]
+        return f"{statistics.median(values):.2f}"
+
+    x = med["ratios"]
+    how = f"median (min to max) of {plan.reps}" if plan.reps > 1 else "1 run"
     rows = [
-        f"| measurement ({plan.clients} concurrent clients, {reps}) | throughput | p50 | p99 | vs /healthz |",
+        f"| {plan.clients} concurrent clients, {how} | throughput | p50 | p99 | vs GET /healthz (p50, p99) |",
         "|---|---|---|---|---|",
-        f"| GET /healthz (baseline) | {b['req_per_s']:,.0f} req/s | {b['p50_ms']:.1f} ms | {b['p99_ms']:.1f} ms | 1 |",
-        f"| POST items, {plan.batch} per request ({plan.items:,} items) | {i['items_per_s']:,.0f} items/s "
-        f"({i['req_per_s']:,.1f} req/s) | {i['p50_ms']:.0f} ms | {i['p99_ms']:.0f} ms | "
-        f"req rate x{x['ingest_req_rate_vs_healthz']:.3f}, p50 x{x['ingest_p50_vs_healthz']:.0f}, "
-        f"p99 x{x['ingest_p99_vs_healthz']:.0f} |",
-        f"| …every item decided (from the first POST) | {i['decided_items_per_s']:,.0f} items/s "
-        f"({i['decided_s']:.1f} s) | | | |",
-        f"| POST items, one request of {plan.max_batch:,} (quiet pipeline) | {m['items_per_s']:,.0f} items/s "
-        f"| {m['wall_s'] * 1000:,.0f} ms (1 request) | | |",
-        f"| …every item decided | {plan.max_batch / m['decided_s']:,.0f} items/s ({m['decided_s']:.1f} s) | | | |",
-        f"| POST review ({plan.reviews:,} reviews) | {r['reviews_per_s']:,.1f} reviews/s | {r['p50_ms']:.0f} ms "
-        f"| {r['p99_ms']:.0f} ms | p50 x{x['review_p50_vs_healthz']:.0f}, p99 x{x['review_p99_vs_healthz']:.0f} |",
-        f"| POST queue/lease (same run) | {r['reviews_per_s']:,.1f} leases/s | {r['lease_p50_ms']:.0f} ms "
-        f"| {r['lease_p99_ms']:.0f} ms | p50 x{x['lease_p50_vs_healthz']:.0f}, p99 x{x['lease_p99_vs_healthz']:.0f} |",
+        f"| GET /healthz (baseline) | {val('baseline', 'req_per_s')} req/s | {val('baseline', 'p50_ms', '.1f')} ms "
+        f"| {val('baseline', 'p99_ms', '.1f')} ms | 1 |",
+        f"| POST items, {plan.batch} per request ({plan.items:,} items) | {val('ingest', 'items_per_s')} items/s "
+        f"| {val('ingest', 'p50_ms')} ms | {val('ingest', 'p99_ms')} ms "
+        f"| x{x['ingest_p50_vs_healthz']:.0f}, x{x['ingest_p99_vs_healthz']:.0f} |",
+        f"| …until every item is decided (from the first POST) | {val('ingest', 'decided_items_per_s')} items/s "
+        "| | | |",
+        f"| POST items, one request of {plan.max_batch:,} (quiet pipeline) | {val('max_batch', 'items_per_s')} "
+        f"items/s | {val('max_batch', 'wall_s', ',.0f', 1000)} ms (the request) | | |",
+        f"| …until every item is decided | {format(plan.max_batch / med['max_batch']['decided_s'], ',.0f')} items/s "
+        "| | | |",
+        f"| POST review ({plan.reviews:,} reviews) | {val('reviews', 'reviews_per_s', ',.1f')} reviews/s "
+        f"| {val('reviews', 'p50_ms')} ms | {val('reviews', 'p99_ms')} ms "
+        f"| x{x['review_p50_vs_healthz']:.0f}, x{x['review_p99_vs_healthz']:.0f} |",
+        f"| POST queue/lease (same run, one per review) | | {val('reviews', 'lease_p50_ms')} ms "
+        f"| {val('reviews', 'lease_p99_ms')} ms | x{x['lease_p50_vs_healthz']:.0f}, x{x['lease_p99_vs_healthz']:.0f} |",
         "",
-        f"Server CPU per phase (median): ingest {i['server_cpu_s']:.1f} s in {i['wall_s']:.1f} s wall, "
-        f"reviews {r['server_cpu_s']:.1f} s in {r['wall_s']:.1f} s wall, healthz {b['server_cpu_s']:.1f} s in "
-        f"{b['wall_s']:.1f} s wall; load generator CPU: ingest {i['client_cpu_s']:.1f} s, reviews "
-        f"{r['client_cpu_s']:.1f} s, healthz {b['client_cpu_s']:.1f} s.",
+        "Server CPU time (median; steadier than wall time on a shared machine): "
+        f"{cpu_ms_per('baseline', ('server_cpu_s',), 'requests')} ms per GET /healthz; "
+        f"{cpu_ms_per('ingest', ('server_cpu_s',), 'items')} ms per item while the POSTs run, "
+        f"{cpu_ms_per('ingest', ('server_cpu_s', 'drain_server_cpu_s'), 'items')} ms per item until decided; "
+        f"{cpu_ms_per('reviews', ('server_cpu_s',), 'reviews')} ms per lease + review.",
     ]
     return "\n".join(rows)
 
@@ -472,7 +490,11 @@ def main() -> None:
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy executable: profile the first repetition")
     parser.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default benchmarks/results/…)")
+    parser.add_argument("--table", type=Path, metavar="JSON", help="only print the table of a saved run")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
     plan = QUICK if args.quick else FULL
     if args.reps:
         plan = Plan(**{**plan.__dict__, "reps": args.reps})
@@ -486,7 +508,7 @@ def main() -> None:
     data = asyncio.run(run(plan, args.py_spy, out))
     out.write_text(json.dumps(data, indent=2) + "\n")
     log(f"raw results: {out}")
-    print(table(data["median"], plan))
+    print(table(data))
 
 
 if __name__ == "__main__":

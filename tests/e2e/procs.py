@@ -137,7 +137,8 @@ class PipelineProcess:
 
     async def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM and wait for the graceful stop (drain, commit, publish the outbox); returns the exit
-        status. A process still alive after ``timeout_s`` is killed and the stop reported as failed."""
+        status, which is ``-SIGTERM`` after a clean stop too: uvicorn re-raises the signal it handled once its
+        shutdown is done. A process still alive after ``timeout_s`` is killed and the stop reported as failed."""
         process = self.process
         if process is None or process.poll() is not None:
             self._close_log()
