@@ -15,7 +15,7 @@ import signal
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from functools import partial
 
 import pytest
@@ -43,11 +43,12 @@ from .workload import Project, all_decided, all_final, corpus, create_project, r
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
-KILL_ITEMS = int(os.environ.get("LABELGATE_CHAOS_ITEMS", "1200"))
-"""Items that flow while the router is killed. The issue asks for 20,000; on a 2-core machine that also runs
-the broker, the MongoDB server and all four services, the router decides a few dozen items a second between
-kills, and each of the ten restarts costs the start of a process plus Kafka's session timeout (10 s) before the
-group hands the partitions back, so 1,200 items is about what keeps the test near three minutes."""
+KILL_ITEMS = int(os.environ.get("LABELGATE_CHAOS_ITEMS", "1000"))
+"""Items that flow while the router is killed. The issue asks for 20,000; this machine (2 cores, shared with the
+broker, the MongoDB server, the four services and other work) fits 1,000 in about three minutes: the pipeline
+moves 10 to 100 items a second depending on the load, each of the ten restarts costs a process start (5 to 20 s),
+and every insert into the router's store costs time in proportion to the documents already there (see the
+report on ``MongoTransaction._check_unique``), so the run grows with the square of the count."""
 KILLS = 10
 GRACE_S = 25.0
 CLEAN_EXIT = (0, -signal.SIGTERM)
@@ -103,8 +104,9 @@ async def assert_decided_once(cluster: Cluster, db: AsyncMongoClient[Doc], proje
 
 @pytest.mark.timeout(600)
 async def test_the_router_killed_ten_times_while_items_flow_decides_each_item_once(services: Cluster) -> None:
-    """The items arrive in as many chunks as there are kills, plus one: once the router is up, a chunk is
-    posted, and the router is killed at a random moment of the next two seconds, amid that chunk's work."""
+    """The items arrive in as many chunks as there are kills, plus one. Once the router is up again, a chunk is
+    posted, and as soon as the router has records of it to work on (its group's lag is not zero), it is killed
+    at a random moment of the next half second: amid a batch, between a commit and its publish, anywhere."""
     rng = random.Random(SEED)
     router = services["router"]
     db = mongo(services.mongo_url)
@@ -113,16 +115,23 @@ async def test_the_router_killed_ten_times_while_items_flow_decides_each_item_on
     items = corpus(KILL_ITEMS, seed=SEED, prefix=project_id)
     chunk = -(-KILL_ITEMS // (KILLS + 1))
     started = time.monotonic()
-    kills: list[tuple[float, int, int]] = []
+    kills: list[tuple[float, int, int, int]] = []
+
+    async def router_lag() -> int:
+        ends = await end_offsets(services.bootstrap, [LABEL_SCORED])
+        done = await committed(services.bootstrap, "router.decide")
+        return sum(end - done.get(tp, services.origin.get(tp, 0)) for tp, end in ends.items())
+
     async with LabelgateClient(services.url("review-api"), timeout=120.0) as client:
         project = await create_project(client, project_id)
         for kill in range(KILLS):
             await asyncio.to_thread(router.wait_ready)
             await submit(client, project, items[kill * chunk : (kill + 1) * chunk])
-            await asyncio.sleep(rng.uniform(0.2, 2.0))
-            at = await decisions.count_documents({"project_id": project_id})
+            await until(lambda: _positive(router_lag()), "the router has records to work on", timeout_s=60)
+            await asyncio.sleep(rng.uniform(0.0, 0.5))
+            lag, at = await router_lag(), await decisions.count_documents({"project_id": project_id})
             router.kill()
-            kills.append((round(time.monotonic() - started, 1), at, len(project.gold)))
+            kills.append((round(time.monotonic() - started, 1), at, len(project.gold), lag))
             assert at < len(project.gold), f"kill {kill + 1}: nothing was in flight ({at} of {len(project.gold)})"
             router.spawn()
         await submit(client, project, items[KILLS * chunk :])
@@ -134,10 +143,14 @@ async def test_the_router_killed_ten_times_while_items_flow_decides_each_item_on
     records = await assert_decided_once(services, db, project)
     republished = sum(n - 1 for n in records.values())
     print(
-        f"router SIGKILLed {len(kills)} times while {KILL_ITEMS} items flowed, at (s, decided, posted) {kills}; "
-        f"every item decided once in {elapsed:.0f} s; decision.made records published twice: {republished}"
+        f"router SIGKILLed {len(kills)} times while {KILL_ITEMS} items flowed, at (s, decided, posted, router lag) "
+        f"{kills}; every item decided once in {elapsed:.0f} s; decision.made records published twice: {republished}"
     )
     await db.close()
+
+
+async def _positive(value: Awaitable[int]) -> bool:
+    return await value > 0
 
 
 # -- (2) SIGTERM under load ---------------------------------------------------------------------------------------
