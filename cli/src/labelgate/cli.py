@@ -24,7 +24,6 @@ from labelgate_core.observability import configure_logging
 from labelgate_core.settings import CoreSettings
 
 from .datasets import DatasetMissingError, spam_assassin_jsonl
-from .embedded import build_pipeline, embedded_settings, serve_in_background
 from .replay import TASKS, DatasetError, ReplayOptions, ReplayReport, load_dataset, replay
 
 app = typer.Typer(help="Labelgate: AI-assisted data labeling with a human gate.", no_args_is_help=True)
@@ -48,6 +47,8 @@ def run(
     data_dir: Annotated[Path | None, typer.Option(help="Where the store and bus keep their files")] = None,
 ) -> None:
     """Run the four services in one process: in-process bus, SQLite, local model. REST API and /docs on PORT."""
+    from .embedded import build_pipeline  # only here: `serve` must not load all four services
+
     core = CoreSettings() if data_dir is None else CoreSettings(data_dir=data_dir)
     configure_logging(core.log_level, core.log_format)
     pipeline = build_pipeline(core)
@@ -83,6 +84,8 @@ async def _pipeline_url(url: str | None, data_dir: Path | None) -> AsyncIterator
     if url:
         yield url
         return
+    from .embedded import build_pipeline, embedded_settings, serve_in_background
+
     with tempfile.TemporaryDirectory(prefix="labelgate-replay-") as tmp:
         pipeline = build_pipeline(embedded_settings(data_dir or Path(tmp)))
         async with serve_in_background(pipeline.app) as base_url:

@@ -314,23 +314,28 @@ class MongoTransaction:
 
     async def _check_unique(self, collection: str, docs: Sequence[Doc]) -> None:
         """Raise DuplicateKeyError before the server would: a failed write aborts a MongoDB transaction,
-        while the port lets the caller catch the error and go on, as SQLite does."""
-        clauses: list[dict[str, Any]] = [{"_id": {"$in": [doc["_id"] for doc in docs]}}]
+        while the port lets the caller catch the error and go on, as SQLite does.
+
+        One indexed query per unique key and prefix group (``{prefix..., last: {"$in": [...]}}``), never an
+        ``$or`` across keys: some MongoDB-protocol servers answer an ``$or`` with a collection scan."""
         keys: list[tuple[str, ...]] = [("_id",), *await self._store._unique_keys(collection)]
         for fields in keys:
             seen: set[str] = set()
+            groups: dict[str, tuple[dict[str, Any], list[Any]]] = {}
             for doc in docs:
                 values = tuple(get_path(doc, f) for f in fields)
                 if repr(values) in seen:
                     raise DuplicateKeyError(f"{collection}: {dict(zip(fields, values, strict=True))} twice")
                 seen.add(repr(values))
-                if fields != ("_id",):
-                    clauses.append(dict(zip(fields, values, strict=True)))
-        hit = await self._store._coll(collection).find_one(
-            {"$or": clauses}, projection={"_id": 1}, session=self._session
-        )
-        if hit is not None:
-            raise DuplicateKeyError(f"{collection}: {hit['_id']!r} collides with an existing document")
+                prefix = dict(zip(fields[:-1], values[:-1], strict=True))
+                groups.setdefault(repr(values[:-1]), (prefix, []))[1].append(values[-1])
+            for prefix, last_values in groups.values():
+                query = {**prefix, fields[-1]: {"$in": last_values}}
+                hit = await self._store._coll(collection).find_one(
+                    query, projection={"_id": 1}, session=self._session
+                )
+                if hit is not None:
+                    raise DuplicateKeyError(f"{collection}: {hit['_id']!r} collides with an existing document")
 
     # -- Reader ---------------------------------------------------------------------------------------
 
