@@ -8,7 +8,11 @@ own with bounded, jittered backoff, so one bad message never blocks or poisons i
 An outage is not a bad message. When the store is unavailable (its transaction cannot begin, or a handler
 failed while the store's health check fails too) or the bus is (poll, commit or a dead-letter publish
 failed), the runner keeps the batch in hand, commits nothing, backs off and tries the same records again
-once the dependency answers: an outage delays events, it never dead-letters them."""
+once the dependency answers: an outage delays events, it never dead-letters them. The same goes for a store
+that answers but keeps refusing a record's transaction as retriable (write conflicts that outlast the store's
+own replays, typically with the open transaction of a process killed mid-batch, which MongoDB keeps for
+``transactionLifetimeLimitSeconds``, 60 s by default): the record is retried for ``conflict_patience_s``
+without counting attempts. Attempts, and the dead letter, are for failures of the handler on the event."""
 
 from __future__ import annotations
 
@@ -20,15 +24,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from .bus.port import Bus, CommitFailedError, Consumer, OutgoingMessage, Record, TopicPartition
-from .errors import PermanentError
+from .errors import PermanentError, RetriableError
 from .events import Event
-from .store.port import Transaction
+from .store.port import Doc, Filter, Sort, Transaction
 from .topics import decode, dlq_topic, encode, headers_for
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ OUTAGES = Counter(
 )
 
 Dependency = Literal["store", "bus"]
+T = TypeVar("T")
 _FINAL_COMMIT_TIMEOUT_S = 5.0
 _LOG_EVERY = 10
 """During a long outage, one warning every this many failed tries (the first one is always logged)."""
@@ -81,15 +86,20 @@ class RetryPolicy:
     outage_backoff_initial_s: float = 0.25
     """First pause after the store or the bus failed; it doubles (with jitter) up to ``outage_backoff_max_s``."""
     outage_backoff_max_s: float = 5.0
+    conflict_patience_s: float = 120.0
+    """How long a record whose transaction the store keeps refusing as retriable is retried without counting
+    attempts: longer than the 60 s for which MongoDB keeps the open transaction of a killed process."""
 
 
 class _Outage(Exception):
-    """The store or the bus is unavailable: the batch in hand is kept, uncommitted, and tried again later."""
+    """The store or the bus is unavailable (or the store keeps refusing a transaction): the batch in hand is
+    kept, uncommitted, and tried again later."""
 
-    def __init__(self, dependency: Dependency, cause: BaseException) -> None:
+    def __init__(self, dependency: Dependency, cause: BaseException, *, conflict: bool = False) -> None:
         super().__init__(f"{dependency} unavailable: {type(cause).__name__}: {cause}")
         self.dependency: Dependency = dependency
         self.cause = cause
+        self.conflict = conflict
 
 
 @dataclass
@@ -100,9 +110,102 @@ class _Batch:
     records: Sequence[Record]
     events: dict[int, Event] = field(default_factory=dict)
     settled: set[int] = field(default_factory=set)
+    conflicted_since: dict[int, float] = field(default_factory=dict)
+    """Per record, since when the store has been refusing its transaction as retriable."""
 
     def unsettled(self) -> list[int]:
         return [i for i in range(len(self.records)) if i not in self.settled]
+
+    def settle(self, i: int) -> None:
+        self.settled.add(i)
+        self.conflicted_since.pop(i, None)
+
+
+class _WatchedTransaction:
+    """The transaction as handlers see it: the same operations, and a note of every failure of the store's own,
+    so that a handler's failure can be told apart from a store that refused the operation."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self._tx = tx
+        self.failures: list[BaseException] = []
+
+    async def _watch(self, operation: Awaitable[T]) -> T:
+        try:
+            return await operation
+        except Exception as exc:
+            self.failures.append(exc)
+            raise
+
+    async def find_one(self, collection: str, filter: Filter) -> Doc | None:
+        return await self._watch(self._tx.find_one(collection, filter))
+
+    async def find(
+        self, collection: str, filter: Filter, *, sort: Sort = (), limit: int | None = None, skip: int = 0
+    ) -> list[Doc]:
+        return await self._watch(self._tx.find(collection, filter, sort=sort, limit=limit, skip=skip))
+
+    async def count(self, collection: str, filter: Filter) -> int:
+        return await self._watch(self._tx.count(collection, filter))
+
+    async def insert(self, collection: str, doc: Doc) -> None:
+        await self._watch(self._tx.insert(collection, doc))
+
+    async def insert_many(self, collection: str, docs: Sequence[Doc]) -> None:
+        await self._watch(self._tx.insert_many(collection, docs))
+
+    async def update_one(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        set: Mapping[str, Any] | None = None,
+        inc: Mapping[str, float] | None = None,
+        upsert: bool = False,
+    ) -> bool:
+        return await self._watch(self._tx.update_one(collection, filter, set=set, inc=inc, upsert=upsert))
+
+    async def find_one_and_update(
+        self,
+        collection: str,
+        filter: Filter,
+        *,
+        sort: Sort = (),
+        set: Mapping[str, Any] | None = None,
+        inc: Mapping[str, float] | None = None,
+    ) -> Doc | None:
+        return await self._watch(self._tx.find_one_and_update(collection, filter, sort=sort, set=set, inc=inc))
+
+    async def delete_many(self, collection: str, filter: Filter) -> int:
+        return await self._watch(self._tx.delete_many(collection, filter))
+
+    async def claim_event(self, consumer: str, event_id: str) -> bool:
+        return await self._watch(self._tx.claim_event(consumer, event_id))
+
+    async def add_outbox(
+        self, topic: str, key: str | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        await self._watch(self._tx.add_outbox(topic, key, value, headers))
+
+    def refused(self, error: BaseException, *, committing: bool) -> bool:
+        """Whether ``error`` is the store refusing the transaction as retriable (at commit, or in one of its
+        operations, whatever the handler wrapped it in) rather than the handler failing on its event."""
+        if isinstance(error, PermanentError):
+            return False
+        if committing:
+            return isinstance(error, RetriableError)
+        return any(
+            isinstance(link, RetriableError) and any(link is failure for failure in self.failures)
+            for link in _chain(error)
+        )
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    links: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and len(links) < 20 and all(current is not seen for seen in links):
+        links.append(current)
+        current = current.__cause__ or current.__context__
+    return links
 
 
 @dataclass
@@ -230,18 +333,19 @@ class EventConsumer:
                 await self._process_batch(batch)
             except _Outage as outage:
                 failures += 1
-                self._outage(outage.dependency, "processing a batch", outage.cause, failures)
-                if not await self._wait_out(outage.dependency, stopping, failures):
+                during = "processing a batch" + (" (it keeps refusing a transaction)" if outage.conflict else "")
+                self._outage(outage.dependency, during, outage.cause, failures)
+                if not await self._wait_out(outage.dependency, stopping, failures, probe=not outage.conflict):
                     return False
                 continue
             if failures:
                 log.info("outage over; batch applied", extra={"group": self.group_id, "tries": failures + 1})
             return True
 
-    async def _wait_out(self, dependency: Dependency, stopping: asyncio.Event, failures: int) -> bool:
-        """Back off; for the store, until its health check passes. False if told to stop meanwhile."""
+    async def _wait_out(self, dependency: Dependency, stopping: asyncio.Event, failures: int, *, probe: bool) -> bool:
+        """Back off; for a store that is down, until its health check passes. False if told to stop meanwhile."""
         await self._pause(stopping, failures)
-        if dependency == "store":
+        if dependency == "store" and probe:
             while not stopping.is_set() and await self._store_down():
                 failures += 1
                 OUTAGES.labels(self.group_id, dependency).inc()
@@ -283,33 +387,39 @@ class EventConsumer:
                 batch.events[i] = decode(record.topic, record.value)
             except (ValidationError, ValueError, KeyError) as exc:
                 await self._dead_letter(record, exc, attempts=1)
-                batch.settled.add(i)
+                batch.settle(i)
         todo = batch.unsettled()
         if not todo:
             return
         hooks: list[Callable[[], None]] = []
         failed: tuple[int, Exception] | None = None
-        began = False
+        began = done = False
+        watched: _WatchedTransaction | None = None
         try:
             async with self.store_transaction() as tx:
-                began = True
+                began, watched = True, _WatchedTransaction(tx)
                 for i in todo:
                     try:
-                        await self._apply(tx, batch.events[i], hooks)
+                        await self._apply(watched, batch.events[i], hooks)
                     except Exception as exc:
                         failed = (i, exc)
                         raise
+                done = True
         except Exception as exc:
             if not began or await self._store_down():
                 raise _Outage("store", exc) from exc
             # Roll back the batch; each record alone decides retry or dead letter. The record whose handler
-            # failed has had its first attempt: it counts, so that a handler runs at most max_attempts times.
+            # failed has had its first attempt: it counts (so that a handler runs at most max_attempts times),
+            # unless what failed was the store refusing the transaction.
+            counted: dict[int, Exception] = {}
+            if failed is not None and not (watched is not None and watched.refused(failed[1], committing=done)):
+                counted[failed[0]] = failed[1]
             for i in todo:
-                first_failure = failed[1] if failed is not None and failed[0] == i else None
-                await self._process_one(batch.records[i], batch.events[i], first_failure=first_failure)
-                batch.settled.add(i)
+                await self._process_one(batch, i, first_failure=counted.get(i))
+                batch.settle(i)
             return
-        batch.settled.update(todo)
+        for i in todo:
+            batch.settle(i)
         PROCESSED.labels(self.group_id, "ok").inc(len(todo))
         _run_hooks(hooks)
 
@@ -319,24 +429,30 @@ class EventConsumer:
             return
         await self.handlers[event.topic](event, HandlerContext(tx, hooks))
 
-    async def _process_one(self, record: Record, event: Event, *, first_failure: Exception | None = None) -> None:
-        """Apply one event in its own transaction, retrying what is retriable with jittered exponential backoff;
-        ``first_failure`` is the error of an attempt already made in the batch. Raises ``_Outage`` when the
-        store is down, before the failure counts as an attempt."""
+    async def _process_one(self, batch: _Batch, i: int, *, first_failure: Exception | None = None) -> None:
+        """Apply record ``i`` in its own transaction, retrying what is retriable with jittered exponential
+        backoff; ``first_failure`` is the error of an attempt already made in the batch. Raises ``_Outage`` when
+        the store is down, or keeps refusing the transaction (within ``conflict_patience_s``): neither is an
+        attempt of the handler."""
+        record, event = batch.records[i], batch.events[i]
         attempts = 0 if first_failure is None else 1
         error = first_failure
         while error is None or self._retriable(error, attempts):
             if attempts:
                 await asyncio.sleep(self._backoff_s(attempts))
             hooks: list[Callable[[], None]] = []
-            began = False
+            began = done = False
+            watched: _WatchedTransaction | None = None
             try:
                 async with self.store_transaction() as tx:
-                    began = True
-                    await self._apply(tx, event, hooks)
+                    began, watched = True, _WatchedTransaction(tx)
+                    await self._apply(watched, event, hooks)
+                    done = True
             except Exception as exc:
                 if not began or await self._store_down():
                     raise _Outage("store", exc) from exc
+                if watched is not None and watched.refused(exc, committing=done) and self._patient(batch, i):
+                    raise _Outage("store", exc, conflict=True) from exc
                 attempts += 1
                 error = exc
                 continue
@@ -349,6 +465,11 @@ class EventConsumer:
                    "attempts": attempts, "error": repr(error)},
         )
         await self._dead_letter(record, error, attempts=attempts)
+
+    def _patient(self, batch: _Batch, i: int) -> bool:
+        """Whether record ``i``'s transaction has been refused by the store for less than the patience."""
+        since = batch.conflicted_since.setdefault(i, time.monotonic())
+        return time.monotonic() - since < self.retry.conflict_patience_s
 
     def _retriable(self, error: Exception, attempts: int) -> bool:
         return not isinstance(error, PermanentError) and attempts < self.retry.max_attempts
