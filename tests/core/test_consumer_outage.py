@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import pytest
 from prometheus_client import REGISTRY
@@ -23,16 +24,16 @@ from labelgate_core.bus.kafka import KafkaBus
 from labelgate_core.bus.memory import MemoryBus
 from labelgate_core.bus.port import Bus, Consumer, OutgoingMessage, Record, TopicPartition
 from labelgate_core.consumer import EventConsumer, HandlerContext, RetryPolicy
-from labelgate_core.errors import PermanentError
+from labelgate_core.errors import PermanentError, RetriableError
 from labelgate_core.events import Event, ItemSubmitted
 from labelgate_core.store.mongo import MongoStore
-from labelgate_core.store.port import Store
+from labelgate_core.store.port import Store, Transaction
 from labelgate_core.store.sqlite import SqliteStore
 from labelgate_core.testing.servers.kafka import LocalKafkaBroker
 from labelgate_core.testing.servers.mongo import LocalSecantusServer, free_port, server_mode
 from labelgate_core.topics import ITEM_SUBMITTED, dlq_topic, encode, headers_for
 
-from .helpers import eventually, lag, publish, read_topic, submitted
+from .helpers import eventually, header, lag, publish, read_topic, submitted
 
 pytestmark = pytest.mark.integration
 
@@ -164,9 +165,15 @@ class Running:
             await asyncio.wait_for(self.task, 30)
 
 
+class TransactionSource(Protocol):
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
+
+    async def ready(self) -> bool: ...
+
+
 @contextlib.asynccontextmanager
 async def consuming(
-    bus: Bus, store: Store, handler: Counting, *, group_prefix: str = "tests.outage"
+    bus: Bus, store: TransactionSource, handler: Counting, *, group_prefix: str = "tests.outage"
 ) -> AsyncIterator[Running]:
     consumer = EventConsumer(
         bus=bus,
@@ -263,6 +270,73 @@ async def test_a_stopped_sqlite_store_holds_events_back_instead_of_dead_letterin
         assert [r.key for r in await read_topic(bus, DLQ, 1)] == ["b-poison"], "only the failing handler's event"
     finally:
         await store.stop()
+
+
+@dataclass
+class ConflictingStore:
+    """A SQLite store whose transactions the 'store' refuses as retriable (as MongoDB refuses a write conflict)
+    when they write the ``applied`` collection, while ``conflicting`` is set."""
+
+    inner: SqliteStore
+    conflicting: bool = True
+    refusals: int = 0
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self.inner.transaction() as tx:
+            yield cast(Transaction, _Refusing(tx, self))
+
+    async def ready(self) -> bool:
+        return await self.inner.ready()
+
+
+@dataclass
+class _Refusing:
+    tx: Transaction
+    store: ConflictingStore
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tx, name)
+
+    async def update_one(self, collection: str, filter: Mapping[str, Any], **changes: Any) -> bool:
+        if collection == "applied" and self.store.conflicting:
+            self.store.refusals += 1
+            raise RetriableError("WriteConflict: another transaction holds this document")
+        return await self.tx.update_one(collection, filter, **changes)
+
+
+async def test_a_transaction_the_store_keeps_refusing_is_retried_not_dead_lettered(
+    bus: MemoryBus, store: SqliteStore
+) -> None:
+    """A killed process's open transaction holds its documents for a minute (MongoDB's transaction lifetime):
+    the restarted consumer's writes to them conflict until then. That is the store's doing, not the event's:
+    it is retried past ``max_attempts`` and applied once the conflict is gone."""
+    conflicting = ConflictingStore(store)
+    names = texts("held", 5)
+    await publish(bus, *[submitted(f"h-{n}", n) for n in names])
+    handler = Counting()
+    async with consuming(bus, conflicting, handler) as running:
+        await until(lambda: conflicting.refusals >= 3 * RETRY.max_attempts, "the store to refuse many times")
+        running.alive()
+        assert await read_topic(bus, DLQ, 0) == [], "nothing dead-lettered while the store refuses"
+        conflicting.conflicting = False
+        await until(lambda: caught_up(bus, running), "the consumer to apply everything once the conflict is gone")
+    assert await applied(store) == dict.fromkeys(names, 1)
+    assert outage_pauses(running.group, "store") >= 1
+
+
+async def test_a_transaction_refused_for_longer_than_the_patience_is_dead_lettered(
+    bus: MemoryBus, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RETRY, "conflict_patience_s", 0.3)
+    conflicting = ConflictingStore(store)
+    await publish(bus, submitted("stuck", "stuck"))
+    async with consuming(bus, conflicting, Counting()) as running:
+        await until(lambda: caught_up(bus, running), "the consumer to give up on the record")
+        running.alive()
+    dead = await read_topic(bus, DLQ, 1)
+    assert header(dead[0], "dlq.attempts") == str(RETRY.max_attempts)
+    assert "WriteConflict" in header(dead[0], "dlq.error")
 
 
 @pytest.fixture
