@@ -3,6 +3,7 @@ and the services' Prometheus counters."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,7 +64,7 @@ class Message:
 
     @property
     def event_id(self) -> str:
-        return str(self.event["event_id"])
+        return str(self.event.get("event_id"))
 
 
 async def ensure_topics(bootstrap: str) -> None:
@@ -97,21 +98,21 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> Offsets:
     try:
         ends = await reader.end_offsets(partitions)
     finally:
-        await reader.stop()
+        await _stop(reader)
     return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
 
 
 async def read_events(bootstrap: str, topic: str, since: Mapping[tuple[str, int], int]) -> list[Message]:
     """Every record of ``topic`` from the offsets ``since`` (0 where it names none) to its end now, decoded."""
     ends = await end_offsets(bootstrap, [topic])
+    wanted = {tp: end for tp, end in ends.items() if end > since.get(tp, 0)}
+    if not wanted:
+        return []
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await reader.start()
     messages: list[Message] = []
     try:
-        wanted = {tp: end for tp, end in ends.items() if end > since.get(tp, 0)}
         partitions = [KafkaTopicPartition(t, p) for t, p in wanted]
-        if not partitions:
-            return []
         reader.assign(partitions)
         for tp in partitions:
             reader.seek(tp, since.get((tp.topic, tp.partition), 0))
@@ -122,12 +123,32 @@ async def read_events(bootstrap: str, topic: str, since: Mapping[tuple[str, int]
                 key = (ktp.topic, ktp.partition)
                 for record in records:
                     if record.offset < wanted[key]:
-                        messages.append(Message(ktp.topic, ktp.partition, record.offset, json.loads(record.value)))
+                        messages.append(Message(ktp.topic, ktp.partition, record.offset, _decoded(record.value)))
                 if records and records[-1].offset + 1 >= wanted[key]:
                     remaining.discard(key)
     finally:
-        await reader.stop()
+        await _stop(reader)
     return messages
+
+
+def _decoded(value: bytes | None) -> Doc:
+    """An event as JSON; a record that is not one (a dead letter may hold anything) reads as an empty event."""
+    try:
+        event = json.loads(value or b"")
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+async def _stop(reader: Any) -> None:
+    """Stop an aiokafka consumer. Its stop may re-raise the cancellation of an internal task it cancels itself;
+    that one is not ours to propagate (ours would show in ``cancelling()``)."""
+    try:
+        await reader.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 async def committed(bootstrap: str, group: str) -> Offsets:
@@ -140,6 +161,19 @@ async def committed(bootstrap: str, group: str) -> Offsets:
     return {(tp.topic, tp.partition): int(meta.offset) for tp, meta in found.items() if meta.offset >= 0}
 
 
+async def group_members(bootstrap: str, group: str) -> tuple[str, list[str]]:
+    """The group's state (``Stable``, ``PreparingRebalance``, ``Empty``...) and its members that own partitions."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    (described,) = response.to_object()["groups"]
+    members = [str(m["member_id"]) for m in described["members"] if m["member_assignment"]]
+    return str(described["state"]), members
+
+
 async def commit_offsets(bootstrap: str, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
     """Set ``group``'s committed offsets, as a consumer of no group generation does: the group must have no
     running member (its service is stopped)."""
@@ -150,7 +184,7 @@ async def commit_offsets(bootstrap: str, group: str, offsets: Mapping[tuple[str,
         client.assign(partitions)
         await client.commit({KafkaTopicPartition(t, p): offset for (t, p), offset in offsets.items()})
     finally:
-        await client.stop()
+        await _stop(client)
 
 
 def per_topic(offsets: Mapping[tuple[str, int], int], topics: Sequence[str]) -> Offsets:

@@ -100,11 +100,18 @@ async def until_answered(call: Callable[[], Awaitable[T]], project: Project | No
         await asyncio.sleep(random.uniform(0.05, 0.3))
 
 
-async def review_queue(client: LabelgateClient, project: Project, *, reviewers: int = 2) -> None:
+async def review_queue(
+    client: LabelgateClient,
+    project: Project,
+    *,
+    reviewers: int = 2,
+    on_review: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Reviewers work the queue with the gold labels until it is empty. A reviewer who loses the connection
     retries the review it was sending (under the same lease the server answers with the review it recorded).
     A lease whose answer was lost is not retried as such (it holds the task until it expires): a lease that
-    failed with a 5xx was rolled back, so asking again is safe."""
+    failed with a 5xx was rolled back, so asking again is safe. ``on_review`` runs as soon as a review is
+    answered (the review API has just committed it)."""
 
     async def reviewer(name: str) -> None:
         while True:
@@ -128,6 +135,8 @@ async def review_queue(client: LabelgateClient, project: Project, *, reviewers: 
                     continue
                 raise
             project.reviews[review.review_id] = task.item_id
+            if on_review is not None:
+                await on_review()
 
     await asyncio.gather(*(reviewer(f"{project.id}-reviewer-{i}") for i in range(reviewers)))
 
