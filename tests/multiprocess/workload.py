@@ -20,7 +20,7 @@ HAM = "meeting agenda notes project review schedule lunch team report draft budg
 FILLER = "the a to and of for you your this that with on is"
 LABELS = ("spam", "ham")
 T = TypeVar("T")
-LEASE_S = 15
+LEASE_S = 8
 """Short, so that a lease granted just before the review API died, whose answer never came, frees itself soon."""
 PATIENCE_S = 180.0
 """Longest wait for the cluster to answer again, or to finish the work it has."""

@@ -213,7 +213,9 @@ class EventConsumer:
     """Runs one consumer group over ``handlers`` (topic → handler) until ``stopping`` is set.
 
     ``store_ready`` (the store's health check) tells a handler that failed because the store is down from one
-    that failed on its event: only the latter counts towards ``retry.max_attempts`` and the dead letter."""
+    that failed on its event; a transaction the store refuses as retriable is told apart by watching the
+    store's operations. Only failures of the handler on its event count towards ``retry.max_attempts`` and the
+    dead letter."""
 
     bus: Bus
     store_transaction: Callable[[], AbstractAsyncContextManager[Transaction]]
@@ -263,7 +265,7 @@ class EventConsumer:
                 failures = 0
                 self.idle.set()
                 continue
-            if await self._commit(consumer, pending):
+            if await self._commit(consumer, pending, failures + 1):
                 if failures:
                     log.info("bus answers again; offsets committed", extra={"group": self.group_id})
                 failures = 0
@@ -288,7 +290,7 @@ class EventConsumer:
                 await self._pause(stopping, failures)
         return False
 
-    async def _commit(self, consumer: Consumer, pending: dict[TopicPartition, int]) -> bool:
+    async def _commit(self, consumer: Consumer, pending: dict[TopicPartition, int], tries: int = 1) -> bool:
         """Commit ``pending``; True when nothing is left to retry (committed, or refused after a rebalance)."""
         try:
             await consumer.commit(dict(pending))
@@ -297,7 +299,7 @@ class EventConsumer:
             # records are redelivered and the inbox recognises them.
             log.warning("commit refused after a rebalance; records will be redelivered", extra={"group": self.group_id})
         except Exception as exc:
-            self._outage("bus", "committing", exc, 1)
+            self._outage("bus", "committing", exc, tries)
             return False
         pending.clear()
         return True
