@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from uuid6 import uuid7
 
 
@@ -59,6 +59,44 @@ class RoutingPolicy(Frozen):
     confidence bound) from the project's reviewed outcomes, and auto-accepts nothing until one does."""
 
 
+class Span(Frozen):
+    """An entity mention: characters ``[start, end)`` of the item's text, with its type."""
+
+    start: Annotated[int, Field(ge=0)]
+    end: Annotated[int, Field(gt=0)]
+    label: Annotated[str, Field(min_length=1, max_length=200)]
+    text: str = ""
+    """The covered text, ``item.text[start:end]``, for readers without the item at hand."""
+    confidence: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Span:
+        if self.end <= self.start:
+            raise ValueError(f"span end ({self.end}) must be after its start ({self.start})")
+        return self
+
+
+class Box(Frozen):
+    """A bounding box in pixels of the item's image: top-left corner, width and height."""
+
+    label: Annotated[str, Field(min_length=1, max_length=200)]
+    x: Annotated[float, Field(ge=0.0)]
+    y: Annotated[float, Field(ge=0.0)]
+    width: Annotated[float, Field(gt=0.0)]
+    height: Annotated[float, Field(gt=0.0)]
+    confidence: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+
+
+class ImageRef(Frozen):
+    """The image a boxes item is about: by URL, or by the id of bytes stored by the review API."""
+
+    url: str | None = None
+    blob_id: str | None = None
+    width: Annotated[int, Field(gt=0)]
+    height: Annotated[int, Field(gt=0)]
+    media_type: str = "image/png"
+
+
 class DecisionOutcome(StrEnum):
     auto_accepted = "auto_accepted"
     needs_review = "needs_review"
@@ -93,8 +131,13 @@ class Proposal(Frozen):
     model_id: str
     model_version: int
     labels: tuple[str, ...]
+    """Classification: the chosen label(s). Entities and boxes: the distinct labels of ``spans``/``boxes``."""
     confidence: float | None = None
     scores: dict[str, float] = Field(default_factory=dict)
+    spans: tuple[Span, ...] = ()
+    """Entities: the proposed mentions, each with its own confidence where the provider gives one."""
+    boxes: tuple[Box, ...] = ()
+    """Boxes: the proposed boxes, each with its own confidence where the provider gives one."""
     latency_ms: float = 0.0
     cost_usd: float = 0.0
     method: str | None = None
@@ -156,6 +199,8 @@ class ItemSubmitted(Event):
     task: TaskSpec
     routing: RoutingPolicy
     guideline_version: int
+    image: ImageRef | None = None
+    """Boxes tasks: the image to draw boxes on (``text`` is then a caption or instructions, possibly empty)."""
 
 
 class LabelScored(Event):
@@ -199,6 +244,10 @@ class ReviewSubmitted(Event):
     labels: tuple[str, ...]
     ai_labels: tuple[str, ...]
     ai_confidence: float | None = None
+    spans: tuple[Span, ...] = ()
+    ai_spans: tuple[Span, ...] = ()
+    boxes: tuple[Box, ...] = ()
+    ai_boxes: tuple[Box, ...] = ()
     decision_reasons: tuple[RoutingReason, ...]
     text: str
     task: TaskSpec
@@ -211,6 +260,8 @@ class LabelFinalized(Event):
     topic: ClassVar[str] = "labelgate.label.finalized.v1"
     event_type: Literal["label.finalized"] = "label.finalized"
     labels: tuple[str, ...]
+    spans: tuple[Span, ...] = ()
+    boxes: tuple[Box, ...] = ()
     source: FinalSource
     guideline_version: int
     model_id: str | None = None
