@@ -20,7 +20,7 @@ from typing import Any, Protocol, cast
 import pytest
 from prometheus_client import REGISTRY
 
-from labelgate_core.bus.kafka import KafkaBus
+from labelgate_core.bus.kafka import CommitTimeoutError, KafkaBus
 from labelgate_core.bus.memory import MemoryBus
 from labelgate_core.bus.port import Bus, Consumer, OutgoingMessage, Record, TopicPartition
 from labelgate_core.consumer import EventConsumer, HandlerContext, RetryPolicy
@@ -481,3 +481,36 @@ async def read_kafka(bootstrap: str, topic: str) -> list[Record]:
         await consumer.stop()
         await reader.stop()
     return records
+
+
+@pytest.mark.slow
+async def test_a_commit_to_a_frozen_broker_fails_in_bounded_time_instead_of_hanging(
+    freezable_kafka: tuple[LocalKafkaBroker, int],
+) -> None:
+    broker, pid = freezable_kafka
+    bus = KafkaBus(broker.bootstrap, client_id="commit", partitions=1, replication_factor=1, min_insync_replicas=1,
+                   request_timeout_ms=1_500, session_timeout_ms=6_000, heartbeat_interval_ms=1_000)
+    await bus.start()
+    consumer = bus.consumer("outage.commit", [ITEM_SUBMITTED])
+    try:
+        await bus.publish([message(submitted("a-1", "one"))])
+        await consumer.start()
+        records: list[Record] = []
+        for _ in range(60):
+            records += await consumer.poll(timeout_s=0.5)
+            if records:
+                break
+        assert records, "the record is polled"
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            tp = TopicPartition(records[0].topic, records[0].partition)
+            # The guard is far above the consumer's own bound (request timeout + 5 s): meeting it would raise
+            # TimeoutError instead, as a commit that hangs the way aiokafka's does.
+            with pytest.raises(CommitTimeoutError):
+                await asyncio.wait_for(consumer.commit({tp: records[0].offset + 1}), 120)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        await bus.stop()

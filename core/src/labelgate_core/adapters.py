@@ -26,6 +26,10 @@ def make_bus(settings: CoreSettings) -> Bus:
             partitions=settings.kafka_topic_partitions,
             replication_factor=settings.kafka_replication_factor,
             min_insync_replicas=settings.kafka_min_insync_replicas,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+            request_timeout_ms=settings.kafka_request_timeout_ms,
         )
     raise AdapterUnavailableError(f"LABELGATE_BUS={settings.bus} is not available in this build")
 

@@ -34,6 +34,20 @@ class CoreSettings(BaseSettings):
         default=2, ge=1, le=32, description="min.insync.replicas of a created topic: replicas an acks=all write needs"
     )
     kafka_client_id: str = Field(default="labelgate", description="Prefix of the Kafka client ids")
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=1_000, le=300_000,
+        description="A consumer that sends no heartbeat for this long leaves its group and its partitions move",
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        default=3_000, ge=100, le=100_000, description="Consumer heartbeats; at most a third of the session timeout"
+    )
+    kafka_max_poll_interval_ms: int = Field(
+        default=300_000, ge=1_000, le=3_600_000,
+        description="Longest a consumer may take between polls (one batch's handlers) before it leaves its group",
+    )
+    kafka_request_timeout_ms: int = Field(
+        default=30_000, ge=1_000, le=300_000, description="Timeout of one request to a broker (commits included)"
+    )
 
     mongo_url: SecretStr = Field(
         default=SecretStr("mongodb://127.0.0.1:27017/?replicaSet=rs0"),

@@ -39,6 +39,11 @@ _MEMBERSHIP_ERRORS = (
 )
 
 
+class CommitTimeoutError(RuntimeError):
+    """The group coordinator did not acknowledge a commit in time (a broker outage): nothing is known to be
+    committed, so the runner keeps the offsets and tries again after a backoff."""
+
+
 class TopicCreationError(RuntimeError):
     """Kafka refused to create a topic, or the topic did not get a leader for every partition in time."""
 
@@ -305,6 +310,7 @@ class KafkaConsumer:
         self._assignments = itertools.count(1)
         self._assigned: dict[TopicPartition, int] = {}
         self._polled_under: dict[TopicPartition, int] = {}
+        self.commit_timeout_s = bus.request_timeout_ms / 1000 + 5.0
 
     async def start(self) -> None:
         if self._client is not None:
@@ -368,10 +374,15 @@ class KafkaConsumer:
         ]
         if stale:
             raise CommitFailedError(f"partitions {sorted(stale, key=_tp_key)} were reassigned since they were polled")
+        request = {KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
         try:
-            await client.commit({KafkaTopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()})
+            # aiokafka retries a commit while the coordinator is unreachable, without end: bound it, so that
+            # a broker outage surfaces as an error the runner backs off from instead of a silent hang.
+            await asyncio.wait_for(client.commit(request), timeout=self.commit_timeout_s)
         except _MEMBERSHIP_ERRORS as exc:
             raise CommitFailedError(str(exc)) from exc
+        except TimeoutError as exc:
+            raise CommitTimeoutError(f"commit not acknowledged within {self.commit_timeout_s:.0f} s") from exc
 
     def assignment(self) -> set[TopicPartition]:
         # The listener's view: empty from the moment a rebalance revokes the partitions until it assigns

@@ -131,7 +131,11 @@ def _is_duplicate(exc: PyMongoError) -> bool:
 
 
 def _is_transient(exc: PyMongoError) -> bool:
-    return exc.has_error_label("TransientTransactionError")
+    """A conflict worth replaying the transaction for. The driver also labels network errors inside a
+    transaction as transient, but replaying into an unreachable server only waits out its selection timeout
+    again and again: those go back to the caller as ``RetriableError`` at once (the consumer runner pauses and
+    retries the handler; an API request fails fast with a retryable status)."""
+    return exc.has_error_label("TransientTransactionError") and not isinstance(exc, ConnectionFailure)
 
 
 def _is_retriable(exc: PyMongoError) -> bool:

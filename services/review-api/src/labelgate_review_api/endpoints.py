@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labelgate_core.errors import RetriableError
+
 from .auth import ANONYMOUS, Principal
 from .errors import ApiError
 from .schemas import (
@@ -300,6 +302,14 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers.update(error.headers)
         return response
 
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # The store is unreachable or kept conflicting: nothing was applied, and the same request may be sent
+        # again (creating items and reviews is idempotent).
+        log.warning("store unavailable", extra={"error": str(exc)})
+        response = _error(503, "unavailable", "the store is busy or unreachable; retry the request shortly")
+        response.headers["Retry-After"] = "1"
+        return response
+
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
         return _error(500, "internal", "internal server error")
@@ -307,4 +317,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RetriableError, unavailable)
     app.add_exception_handler(Exception, internal_error)

@@ -21,6 +21,7 @@ from labelgate_core.events import (
     new_id,
 )
 from labelgate_core.store.port import Doc, Store
+from labelgate_core.store.retry import retry_conflicts
 
 from .auth import Principal, project_for
 from .documents import PRODUCER, final_fields, from_epoch, iso, leased_task, task_spec
@@ -83,6 +84,7 @@ class ReviewQueue:
         self._clock = clock
         self._on_change = on_change
 
+    @retry_conflicts
     async def lease(self, principal: Principal, project_id: str, body: LeaseCreate) -> LeasedTask | None:
         """The next task for ``body.reviewer_id``, leased to them alone; None when nothing is waiting."""
         seconds = body.lease_seconds or self._settings.lease_seconds
@@ -107,6 +109,7 @@ class ReviewQueue:
                 raise LookupError(f"task {task['_id']} refers to missing item {task['item_id']}")
             return leased_task(task, item, project)
 
+    @retry_conflicts
     async def heartbeat(
         self, principal: Principal, project_id: str, task_id: str, body: HeartbeatCreate
     ) -> LeasePublic:
@@ -128,6 +131,7 @@ class ReviewQueue:
                 task_id=task_id, lease_token=body.lease_token, lease_expires_at=from_epoch(task["available_at"])
             )
 
+    @retry_conflicts
     async def release(self, principal: Principal, project_id: str, task_id: str, body: ReleaseCreate) -> None:
         """Give the task back: the next lease can take it at once."""
         async with self._store.transaction() as tx:
@@ -142,6 +146,7 @@ class ReviewQueue:
             if task is None:
                 raise await self._refusal(writer, project_id, task_id, body.lease_token, self._clock())
 
+    @retry_conflicts
     async def review(
         self, principal: Principal, project_id: str, task_id: str, body: ReviewCreate
     ) -> tuple[ReviewResult, bool]:
