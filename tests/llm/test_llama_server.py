@@ -2,7 +2,8 @@
 request shapes are accepted, the answer is validated, confidence and tokens are reported and priced, and the
 few-shot examples reach the prompt. Label quality is not asserted: a 270M model is not expected to be good.
 
-Skipped unless the server's wheel has been built into the cache (``python tests/llm/llama_server.py build``)."""
+The first run builds llama-cpp-python from source into ``~/.cache/labelgate`` (8-15 minutes on 2 cores; its log
+is ``~/.cache/labelgate/build/build.log``); later runs reuse the wheel, the environment and the model file."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ from .helpers import TASK, FixedContext, request
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(llama_server.wheel() is None, reason="llama-cpp-python wheel not built (llama_server.py build)"),
 ]
 
 
 @pytest.fixture(scope="module")
 def llama_url() -> Iterator[str]:
+    llama_server.build_wheel()
     llama_server.prepare()
     with llama_server.serving() as base:
         yield base

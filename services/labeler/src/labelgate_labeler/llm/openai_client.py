@@ -94,6 +94,10 @@ class OpenAIChatClient:
             if status == 429:
                 raise TransientChatError(str(exc), kind="rate_limited",
                                          retry_after_s=retry_after_s(exc.response.headers)) from exc
+            if status == 500 and _rejected_request_field(exc.message):
+                # llama-cpp-python's server answers a request it fails to validate (a response_format type it
+                # does not know) with a 500: that is a refusal of the request's shape, not an outage.
+                raise UnsupportedRequestError(f"{status}: {exc.message}") from exc
             if status >= 500 or status in (408, 409):
                 raise TransientChatError(str(exc), kind="server_error",
                                          retry_after_s=retry_after_s(exc.response.headers)) from exc
@@ -113,3 +117,8 @@ class OpenAIChatClient:
                 output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             ),
         )
+
+
+def _rejected_request_field(message: str) -> bool:
+    """Whether a server error is a validation error about the request's own fields (response_format, logprobs)."""
+    return "validation error" in message and ("'body'" in message or '"body"' in message)
