@@ -23,6 +23,7 @@ from labelgate_core.events import (
     ReviewSubmitted,
     RoutingPolicy,
     RoutingReason,
+    Span,
     TaskSpec,
     TaskType,
     utcnow,
@@ -32,6 +33,8 @@ from labelgate_core.topics import LABEL_SCORED, MODEL_UPDATED, decode, encode, h
 from labelgate_labeler.main import build_labeler
 from labelgate_labeler.service import LabelerService
 from labelgate_labeler.settings import LabelerSettings
+
+from .ner_data import ENTITY_TASK, entity_set
 
 pytestmark = pytest.mark.integration
 
@@ -406,3 +409,67 @@ async def test_a_guideline_change_records_the_projects_task(harness: Harness) ->
     assert project is not None
     assert project["guideline_version"] == 4
     assert TaskSpec.model_validate(project["task"]) == MULTI_TASK
+
+
+async def scored_for(scored: Reader, item_id: str) -> Event:
+    """The next label.scored of one item (others, such as cold-start items scored again, are passed over)."""
+    while True:
+        [event] = await scored.take(1)
+        if event.item_id == item_id:
+            return event
+
+
+def entity_review(text: str, spans: tuple[Span, ...]) -> ReviewSubmitted:
+    return review(tuple(dict.fromkeys(s.label for s in spans)), text, task=ENTITY_TASK).model_copy(
+        update={"spans": spans}
+    )
+
+
+async def test_entity_items_go_unscored_until_enough_reviews_then_get_spans_with_confidence(
+    harness: Harness,
+) -> None:
+    scored = await harness.reader(LABEL_SCORED)
+    updates = await harness.reader(MODEL_UPDATED)
+    await harness.start()
+    await publish(harness.bus, item("Alice Smith flew to Paris yesterday.", task=ENTITY_TASK))
+    [cold] = await scored.take(1)
+    assert isinstance(cold, LabelScored)
+    assert cold.proposal.confidence is None
+    assert cold.proposal.spans == ()
+
+    texts, spans = entity_set(20)  # exactly the minimum: the first version is trained on all of them
+    await publish(harness.bus, *(entity_review(t, s) for t, s in zip(texts, spans, strict=True)))
+    [update] = await updates.take(1)
+    text = "Zoe Martin flew to Dublin yesterday."
+    await publish(harness.bus, item(text, task=ENTITY_TASK, item_id="entity-new"))
+    event = await scored_for(scored, "entity-new")
+
+    assert isinstance(update, ModelUpdated)
+    assert (update.model_id, update.model_version, update.trained_on) == ("local-crf", 1, 20)
+    assert isinstance(event, LabelScored)
+    proposal = event.proposal
+    assert (proposal.model_id, proposal.model_version, proposal.method) == ("local-crf", 1, "local_model")
+    assert [(s.text, s.label) for s in proposal.spans] == [("Zoe Martin", "PER"), ("Dublin", "LOC")]
+    assert all(text[s.start : s.end] == s.text and s.confidence is not None for s in proposal.spans)
+    assert proposal.labels == ("PER", "LOC")
+    assert proposal.confidence is not None
+    assert proposal.confidence <= min(s.confidence or 0.0 for s in proposal.spans) + 1e-9
+
+
+async def test_a_restarted_labeler_rebuilds_the_entity_model_under_the_same_version(harness: Harness) -> None:
+    scored = await harness.reader(LABEL_SCORED)
+    updates = await harness.reader(MODEL_UPDATED)
+    first = await harness.start()
+    texts, spans = entity_set(20, seed=4)
+    await publish(harness.bus, *(entity_review(t, s) for t, s in zip(texts, spans, strict=True)))
+    await updates.take(1)
+    await harness.stop(first)
+
+    await harness.start()
+    await publish(harness.bus, item("Bob Jones lives in Oslo now", task=ENTITY_TASK, item_id="entity-later"))
+    event = await scored_for(scored, "entity-later")
+
+    assert isinstance(event, LabelScored)
+    assert event.proposal.model_version == 1
+    assert [s.text for s in event.proposal.spans] == ["Bob Jones", "Oslo"]
+    assert await updates.drain() == updates.events[:1]

@@ -1,10 +1,13 @@
 """A test double of an OpenAI-compatible chat-completions server, for tests and benchmarks only.
 
 It is not a model: it picks the first schema label whose name occurs in the item's text (every such label
-for multi-label), answers in the JSON the request asked for, returns made-up log-probabilities, counts the
-tokens it "bills", and injects faults on demand (429 with Retry-After, 500, a stall past the client's
-timeout, malformed JSON, a label outside the schema). An item that says "ignore previous instructions"
-makes it answer with a label outside the schema, as a model that obeyed an injected instruction would."""
+for multi-label, as a yes/no per label), marks as entities the fixed phrases of ``DoubleConfig.entities``
+wherever they occur, and answers boxes requests with the fixed boxes of ``DoubleConfig.boxes`` whatever the
+image. It answers in the JSON the request asked for, returns made-up log-probabilities, counts the tokens it
+"bills", and injects faults on demand (429 with Retry-After, 500, a stall past the client's timeout,
+malformed JSON, a label outside the schema, entity offsets off by one, a box outside any image). An item that
+says "ignore previous instructions" makes it answer with a label outside the schema, as a model that obeyed
+an injected instruction would."""
 
 from __future__ import annotations
 
@@ -48,6 +51,18 @@ class DoubleConfig:
     seed: int = 7
     per_model_choice: dict[str, str] = field(default_factory=dict)
     """model → "first" (default) or "last": which matching label that model picks."""
+    label_probabilities: dict[str, float] = field(default_factory=dict)
+    """Per label, the probability the made-up log-probabilities give the chosen answer (multi-label yes/no,
+    entity type, box label); ``label_probability`` for the others."""
+    entities: dict[str, str] = field(default_factory=lambda: {
+        "Alice Smith": "PER", "Bob Jones": "PER", "Paris": "LOC", "Oslo": "LOC", "Acme Corp": "ORG",
+    })
+    """Phrase → entity type: every occurrence of a phrase whose type the request allows is an entity."""
+    boxes: tuple[tuple[str, float, float, float, float], ...] = (("cat", 10, 20, 100, 80), ("dog", 150, 40, 60, 60))
+    """(label, x, y, width, height): the boxes proposed for any image (those whose label the request allows)."""
+    disagree_every: int = 0
+    """When set, every this-many-th choice of a request (the last of each group) drops its last entity, box or
+    present label: sampled answers then disagree."""
 
 
 @dataclass
@@ -62,6 +77,7 @@ class OpenAIDouble:
     def __init__(self, config: DoubleConfig | None = None) -> None:
         self.config = config or DoubleConfig()
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self.billed: list[Billed] = []
         self.outcomes: list[str] = []
         self.script: list[str] = []
@@ -78,6 +94,7 @@ class OpenAIDouble:
         with self._lock:
             index = len(self.requests)
             self.requests.append(body)
+            self.headers.append(dict(request.headers))
             forced = self.script.pop(0) if self.script else None
             if forced is None and index < self.config.fault_requests and self._rng.random() < self.config.fault_rate:
                 forced = self._rng.choice(self.config.faults)
@@ -104,11 +121,16 @@ class OpenAIDouble:
 
     def _answer(self, body: dict[str, Any], schema: dict[str, Any] | None, outcome: str) -> dict[str, Any]:
         messages = body["messages"]
-        labels = _labels(schema, messages[0]["content"])
         system = messages[0]["content"]
-        multi = (schema is not None and "labels" in schema.get("properties", {})) or '"labels"' in system
-        item = ITEM.findall(messages[-1]["content"])
-        text = item[-1] if item else messages[-1]["content"]
+        kind = _kind(schema, system)
+        labels = _labels(schema, kind, system)
+        last = _text_of(messages[-1]["content"])
+        item = ITEM.findall(last)
+        text = item[-1] if item else last
+        if kind in ("entities", "boxes", "membership"):
+            verbal = _verbal(schema, kind, system)
+            return self._structured(body, kind, labels, text, verbal, outcome)
+        multi = kind == "multi"
         matching = [label for label in labels if label.lower() in text.lower()]
         if self.config.per_model_choice.get(body["model"]) == "last":
             matching = matching[::-1]
@@ -133,9 +155,12 @@ class OpenAIDouble:
                                                             int(body.get("top_logprobs") or 0))}
         else:
             choice["logprobs"] = None
-        prompt_tokens = sum(len(m["content"]) for m in messages) // 4
+        return self._reply(body, [choice | {"index": i} for i in range(n)], len(content))
+
+    def _reply(self, body: dict[str, Any], choices: list[dict[str, Any]], output_chars: int) -> dict[str, Any]:
+        prompt_tokens = sum(len(_text_of(m["content"])) for m in body["messages"]) // 4
         cached = min(self.config.cached_tokens, prompt_tokens)
-        usage = Billed(body["model"], prompt_tokens, cached, len(content) // 4 + 1)
+        usage = Billed(body["model"], prompt_tokens, cached, output_chars // 4 + 1)
         with self._lock:
             self.billed.append(usage)
         return {
@@ -143,7 +168,7 @@ class OpenAIDouble:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body["model"],
-            "choices": [choice | {"index": i} for i in range(n)],
+            "choices": choices,
             "usage": {
                 "prompt_tokens": usage.input_tokens,
                 "completion_tokens": usage.output_tokens,
@@ -151,6 +176,106 @@ class OpenAIDouble:
                 "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
             },
         }
+
+    def _structured(
+        self, body: dict[str, Any], kind: str, labels: list[str], text: str, verbal: bool, outcome: str
+    ) -> dict[str, Any]:
+        """Entities, boxes and multi-label (yes/no per label) answers, one per choice."""
+        n = int(body.get("n") or 1) if self.config.honour_n else 1
+        hacked = outcome == "unknown_label" or INJECTION in text.lower()
+        every = self.config.disagree_every
+        choices: list[dict[str, Any]] = []
+        chars = 0
+        for i in range(n):
+            drop = every > 0 and i % every == every - 1
+            data, points = self._content(kind, labels, text, verbal, outcome, hacked=hacked, drop=drop)
+            content = json.dumps(data)
+            if outcome == "malformed":
+                content = content[: len(content) // 2]
+            logprobs = None
+            if body.get("logprobs") and self.config.logprobs and outcome != "malformed":
+                logprobs = {"content": _tokens(content, points(content), int(body.get("top_logprobs") or 0))}
+            choices.append({"index": i, "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop", "logprobs": logprobs})
+            chars += len(content)
+        return self._reply(body, choices, chars)
+
+    def _p(self, label: str) -> float:
+        return self.config.label_probabilities.get(label, self.config.label_probability)
+
+    def _content(
+        self, kind: str, labels: list[str], text: str, verbal: bool, outcome: str, *, hacked: bool, drop: bool
+    ) -> tuple[dict[str, Any], Any]:
+        """The answer and a function of its JSON text giving the (position, chosen, alternatives) of every value
+        whose made-up log-probabilities carry confidence."""
+        if kind == "membership":
+            present = [label for label in labels if label.lower() in text.lower()]
+            if drop and present:
+                present = present[:-1]
+            said = {label: label in present for label in labels}
+            if hacked:
+                said["HACKED"] = True
+            data: dict[str, Any] = {"labels": said}
+            if verbal:
+                data["confidence"] = dict.fromkeys(labels, self.config.verbalized)
+
+            def membership(content: str) -> list[tuple[int, str, list[tuple[str, float]]]]:
+                out = []
+                opened = content.index('"labels": {')
+                for label, value in said.items():
+                    at = content.index(json.dumps(label) + ": ", opened) + len(json.dumps(label)) + 2
+                    chosen, other = ("true", "false") if value else ("false", "true")
+                    p = self._p(label)
+                    out.append((at, chosen, [(chosen, math.log(p)), (other, math.log(1 - p))]))
+                return out
+
+            return data, membership
+        if kind == "entities":
+            found = sorted(
+                (m.start(), phrase, kind_)
+                for phrase, kind_ in self.config.entities.items()
+                if kind_ in labels
+                for m in re.finditer(re.escape(phrase), text)
+            )
+            if drop and found:
+                found = found[:-1]
+            entities = []
+            for start, phrase, type_ in found:
+                shift = 1 if outcome == "shifted_offsets" else 0
+                entity: dict[str, Any] = {"text": phrase, "start": start + shift, "end": start + len(phrase) + shift,
+                                          "type": "HACKED" if hacked else type_}
+                if verbal:
+                    entity["confidence"] = self.config.verbalized
+                entities.append(entity)
+            return {"entities": entities}, self._values_at('"type": "', [e["type"] for e in entities], labels)
+        boxes = [b for b in self.config.boxes if b[0] in labels]
+        if drop and boxes:
+            boxes = boxes[:-1]
+        out_boxes = []
+        for k, (label, x, y, width, height) in enumerate(boxes):
+            box: dict[str, Any] = {"label": "HACKED" if hacked else label, "x": x, "y": y, "width": width,
+                                   "height": height}
+            if outcome == "out_of_bounds" and k == 0:
+                box["x"] = 100_000
+            if verbal:
+                box["confidence"] = self.config.verbalized
+            out_boxes.append(box)
+        return {"boxes": out_boxes}, self._values_at('"label": "', [b["label"] for b in out_boxes], labels)
+
+    def _values_at(self, key: str, chosen: list[str], labels: list[str]) -> Any:
+        def points(content: str) -> list[tuple[int, str, list[tuple[str, float]]]]:
+            out = []
+            at = 0
+            for value in chosen:
+                at = content.index(key, at) + len(key)
+                p = self._p(value)
+                others = [label for label in labels if label != value]
+                alternatives = [(value, math.log(p))]
+                alternatives += [(label, math.log((1 - p) / max(len(others), 1))) for label in others]
+                out.append((at, value, alternatives))
+            return out
+
+        return points
 
     def _logprobs(self, prefix: str, chosen: str, content: str, labels: list[str], top: int) -> list[dict[str, Any]]:
         p = self.config.label_probability
@@ -177,12 +302,51 @@ def _mode(response_format: dict[str, Any] | None) -> tuple[str, dict[str, Any] |
     return str(response_format.get("type")), None
 
 
-def _labels(schema: dict[str, Any] | None, system: str) -> list[str]:
+def _text_of(content: Any) -> str:
+    """A message's text (the text parts of a message that also carries an image)."""
+    if isinstance(content, str):
+        return content
+    return "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+
+
+def _kind(schema: dict[str, Any] | None, system: str) -> str:
     if schema is not None:
         props = schema["properties"]
-        spec = props["labels"]["items"] if "labels" in props else props["label"]
-        return [str(x) for x in spec["enum"]]
-    return [m.strip() for m in LISTED.findall(system)]
+        for kind in ("entities", "boxes"):
+            if kind in props:
+                return kind
+        if "labels" in props:
+            return "membership" if props["labels"].get("type") == "object" else "multi"
+        return "single"
+    for kind in ("entities", "boxes"):
+        if f'"{kind}"' in system:
+            return kind
+    if '"labels": {' in system:
+        return "membership"
+    return "multi" if '"labels"' in system else "single"
+
+
+def _labels(schema: dict[str, Any] | None, kind: str, system: str) -> list[str]:
+    if schema is None:
+        return [m.strip() for m in LISTED.findall(system)]
+    props = schema["properties"]
+    if kind == "entities":
+        return [str(x) for x in props["entities"]["items"]["properties"]["type"]["enum"]]
+    if kind == "boxes":
+        return [str(x) for x in props["boxes"]["items"]["properties"]["label"]["enum"]]
+    if kind == "membership":
+        return [str(x) for x in props["labels"]["properties"]]
+    spec = props["labels"]["items"] if "labels" in props else props["label"]
+    return [str(x) for x in spec["enum"]]
+
+
+def _verbal(schema: dict[str, Any] | None, kind: str, system: str) -> bool:
+    if schema is None:
+        return '"confidence"' in system
+    props = schema["properties"]
+    if kind in ("entities", "boxes"):
+        return "confidence" in props[kind]["items"]["properties"]
+    return "confidence" in props
 
 
 class ServedDouble:
@@ -214,3 +378,23 @@ class ServedDouble:
         self.server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
+
+
+def _tokens(content: str, points: list[tuple[int, str, list[tuple[str, float]]]], top: int) -> list[dict[str, Any]]:
+    """Made-up tokens of ``content``: each value of interest is one token with its alternatives; the text
+    between values is one token each, certain."""
+    out: list[dict[str, Any]] = []
+    at = 0
+    for position, value, alternatives in sorted(points):
+        if position > at:
+            piece = content[at:position]
+            out.append({"token": piece, "logprob": 0.0, "bytes": None,
+                        "top_logprobs": [{"token": piece, "logprob": 0.0, "bytes": None}]})
+        tops = [{"token": t, "logprob": lp, "bytes": None} for t, lp in alternatives[: max(top, 1)]]
+        out.append({"token": value, "logprob": alternatives[0][1], "bytes": None, "top_logprobs": tops})
+        at = position + len(value)
+    if at < len(content):
+        piece = content[at:]
+        out.append({"token": piece, "logprob": 0.0, "bytes": None,
+                    "top_logprobs": [{"token": piece, "logprob": 0.0, "bytes": None}]})
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,12 +18,17 @@ from labelgate_core.bus.port import OutgoingMessage, TopicPartition
 from labelgate_core.events import (
     Event,
     GuidelineChanged,
+    ImageRef,
     ItemSubmitted,
+    LabelDef,
     LabelScored,
     ReviewAction,
     ReviewSubmitted,
     RoutingPolicy,
     RoutingReason,
+    Span,
+    TaskSpec,
+    TaskType,
     utcnow,
 )
 from labelgate_core.store.sqlite import SqliteStore
@@ -252,3 +258,62 @@ async def test_an_ensemble_records_every_member_and_its_disagreement_goes_to_rev
     assert {m.labels for m in split.members} == {("billing",), ("shipping",)}
     assert decide(split.proposal, TASK, ROUTING, draw=0.99).reasons == (RoutingReason.disagreement,)
     assert split.proposal.cost_usd == pytest.approx(sum(m.cost_usd for m in split.members))
+
+
+async def test_entity_and_boxes_items_are_labeled_through_the_job_queue_and_a_project_uses_its_own_endpoint(
+    bus: MemoryBus, scored: Scored, tmp_path: Path
+) -> None:
+    entities = TaskSpec(type=TaskType.entities, labels=(LabelDef(name="PER"), LabelDef(name="LOC")))
+    boxes = TaskSpec(type=TaskType.boxes, labels=(LabelDef(name="cat"), LabelDef(name="dog")))
+    image = ImageRef(url="https://images.example/pets.png", width=640, height=480)
+    with ServedDouble(OpenAIDouble()) as shared, ServedDouble(OpenAIDouble()) as own:
+        settings = llm_settings(
+            shared.base_url,
+            llm_projects={"vision": {"base_url": own.base_url, "api_key": "sk-vision", "model": "vision-1"}},
+        )
+        service = await started(bus, tmp_path / "l.db", settings)
+        try:
+            await publish(
+                bus,
+                item("Alice Smith moved to Oslo.").model_copy(update={"task": entities, "item_id": "text-1"}),
+                item("").model_copy(update={"task": boxes, "image": image, "project_id": "vision",
+                                            "item_id": "image-1"}),
+            )
+            events = {e.item_id: e for e in await scored.take(2)}
+        finally:
+            await service.stop()
+    text, picture = events["text-1"].proposal, events["image-1"].proposal
+    assert [(s.text, s.label) for s in text.spans] == [("Alice Smith", "PER"), ("Oslo", "LOC")]
+    assert all(s.confidence is not None for s in text.spans)
+    assert text.confidence is not None
+    assert [b.label for b in picture.boxes] == ["cat", "dog"]
+    assert picture.model_id == "vision-1"
+    assert [b["model"] for b in own.double.requests] == ["vision-1"]
+    assert own.double.headers[0]["authorization"] == "Bearer sk-vision"
+    assert all(b["model"] == "double-1" for b in shared.double.requests)
+    assert "sk-vision" not in events["image-1"].model_dump_json()
+
+
+async def test_reviewed_spans_are_shown_as_the_answers_of_entity_examples(
+    bus: MemoryBus, scored: Scored, served: ServedDouble, tmp_path: Path
+) -> None:
+    entities = TaskSpec(type=TaskType.entities, labels=(LabelDef(name="PER"), LabelDef(name="LOC")))
+    reviewed = review("Bob Jones lives in Oslo", "PER").model_copy(update={
+        "task": entities, "labels": ("PER", "LOC"),
+        "spans": (Span(start=0, end=9, label="PER", text="Bob Jones"),
+                  Span(start=19, end=23, label="LOC", text="Oslo")),
+    })
+    service = await started(bus, tmp_path / "l.db", llm_settings(served.base_url))
+    try:
+        await publish(bus, reviewed)
+        await until(lambda: _count(service, "examples", 1), "the review stored")
+        await publish(bus, item("Alice Smith lives in Paris").model_copy(update={"task": entities}))
+        await scored.take(1)
+    finally:
+        await service.stop()
+    messages = served.double.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert json.loads(messages[2]["content"]) == {"entities": [
+        {"text": "Bob Jones", "start": 0, "end": 9, "type": "PER"},
+        {"text": "Oslo", "start": 19, "end": 23, "type": "LOC"},
+    ]}

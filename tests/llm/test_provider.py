@@ -203,7 +203,7 @@ async def test_without_logprobs_or_samples_the_stated_confidence_is_used_and_nam
 
 
 async def test_multi_label_items_get_a_validated_subset(served: ServedDouble) -> None:
-    llm = provider(served.base_url, samples=3)
+    llm = provider(served.base_url, samples=3, confidence=ConfidenceMethod.self_consistency)
     proposal = await llm.propose(request("billing refund and a shipping delay", task=MULTI))
     await llm.close()
     assert set(proposal.labels) == {"billing", "shipping"}

@@ -50,6 +50,13 @@ async def test_project_metrics_as_json(start: Start) -> None:
         "reviewed_items": 4,
         "audited_items": 2,
         "audit_accuracy": 0.5,
+        # A classification project has no spans or boxes to agree on.
+        "span_items": 0,
+        "span_precision": None,
+        "span_recall": None,
+        "span_f1": None,
+        "box_items": 0,
+        "box_mean_iou": None,
     }
     assert body["model_version"] == 3
     assert body["guideline_version"] == 2

@@ -116,7 +116,7 @@ async def assert_decided_once(cluster: Cluster, db: AsyncMongoClient[Doc], proje
 # -- (1) the router killed ten times while items flow ------------------------------------------------------------
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(max(600, KILL_ITEMS // 8))
 async def test_the_router_killed_ten_times_while_items_flow_decides_each_item_once(services: Cluster) -> None:
     """The items arrive in chunks that keep a backlog in front of the router. Each time the router is up again
     and its group has handed it the partitions, it is SIGKILLed at a random moment within a window: amid a

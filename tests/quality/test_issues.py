@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelgate_quality.issues import confusion, cross_validated_probabilities, find_label_issues
+from labelgate_quality.issues import (
+    confusion,
+    cross_validated_probabilities,
+    find_label_issues,
+    label_reliability,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +61,37 @@ def test_confusion_names_the_classes_the_ai_mixes_up() -> None:
     assert result.classes == ("billing", "bug", "refund")
     assert result.matrix.sum() == 30
     assert result.top_confusions(2) == [("billing", "refund", 4), ("refund", "billing", 1)]
+
+
+def test_a_label_the_ai_gets_wrong_beyond_chance_is_unreliable_and_its_slice_is_named() -> None:
+    # The AI says "spam" 40 times and is right 20 times: mostly on one sender's mail it is wrong.
+    ai = ["spam"] * 40 + ["ham"] * 60
+    human = ["spam"] * 20 + ["ham"] * 20 + ["ham"] * 58 + ["spam"] * 2
+    slices = [{"sender": "newsletter" if 20 <= i < 40 else "other", "id": f"item-{i}"} for i in range(100)]
+    overall, sliced = label_reliability(ai, human, slices=slices, min_support=20, min_accuracy=0.8)
+    by_label = {r.label: r for r in overall}
+    assert by_label["spam"].unreliable
+    assert by_label["spam"].accuracy == pytest.approx(0.5)
+    assert by_label["spam"].upper_bound < 0.8
+    assert by_label["spam"].mistaken_for == {"ham": 20}
+    assert not by_label["ham"].unreliable
+    assert overall[0].label == "spam"  # worst first
+    newsletter = [r for r in sliced if r.slice_field == "sender" and r.slice_value == "newsletter"]
+    assert len(newsletter) == 1
+    assert newsletter[0].accuracy == 0.0
+    assert newsletter[0].unreliable
+    assert not [r for r in sliced if r.slice_field == "id"]  # one item per slice: below the support
+
+
+def test_few_reviews_never_make_a_label_unreliable() -> None:
+    overall, _ = label_reliability(["spam"] * 5, ["ham"] * 5, min_support=20)
+    assert overall[0].accuracy == 0.0
+    assert not overall[0].unreliable
+
+
+def test_reliability_skips_unproposed_items_and_refuses_mismatched_input() -> None:
+    overall, sliced = label_reliability([None, None], ["spam", "ham"])
+    assert overall == []
+    assert sliced == []
+    with pytest.raises(ValueError, match="AI labels"):
+        label_reliability(["spam"], ["spam", "ham"])

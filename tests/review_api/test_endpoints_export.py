@@ -45,11 +45,16 @@ async def test_export_streams_every_final_label(api: httpx.AsyncClient, bus: Mem
         "item_id": reviewed,
         "idempotency_key": "k-Budget passes",
         "text": "Budget passes",
+        "image": None,
         "labels": ["politics"],
+        "spans": [],
+        "boxes": [],
         "source": "review",
         "guideline_version": 1,
         "metadata": {},
         "finalized_at": by_id[reviewed]["finalized_at"],
+        "data_owner": None,
+        "license": None,
     }
     assert by_id[auto_ids[0]]["source"] == "auto"
     assert by_id[auto_ids[0]]["labels"] == ["sports"]

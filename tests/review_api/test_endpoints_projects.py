@@ -11,6 +11,11 @@ from labelgate_core.topics import GUIDELINE_CHANGED, ITEM_SUBMITTED
 
 from .helpers import PROJECT, create_project, submit, wait_published
 
+OVERLAP_DEFAULTS = {
+    "overlap_rate": 0.0, "overlap_k": 2, "consensus": "majority", "exclude_unreliable_labels": False,
+}
+"""Routing settings for overlapped review (and unreliable labels), as every project has them unless it sets them."""
+
 pytestmark = pytest.mark.integration
 
 
@@ -19,7 +24,9 @@ async def test_create_project_returns_it_with_guideline_version_1(api: httpx.Asy
 
     assert body["id"] == "news"
     assert body["guideline_version"] == 1
-    assert body["routing"] == {"threshold": 0.9, "audit_rate": 0.05, "target_precision": None}
+    assert body["routing"] == {
+        "threshold": 0.9, "audit_rate": 0.05, "target_precision": None, **OVERLAP_DEFAULTS
+    }
     assert [label["name"] for label in body["task"]["labels"]] == ["sports", "politics", "tech"]
     assert body["task"]["type"] == "classification"
     assert body["task"]["subjective"] is False
@@ -138,7 +145,9 @@ async def test_items_carry_the_guideline_version_and_routing_of_their_submission
     await api.put("/v1/projects/news/guidelines", json={"text": "v2"})
     response = await api.patch("/v1/projects/news/routing", json={"threshold": 0.75})
     assert response.status_code == 200
-    assert response.json()["routing"] == {"threshold": 0.75, "audit_rate": 0.05, "target_precision": None}
+    assert response.json()["routing"] == {
+        "threshold": 0.75, "audit_rate": 0.05, "target_precision": None, **OVERLAP_DEFAULTS
+    }
     [after] = await submit(api, "news", "second")
 
     events = await wait_published(bus, ITEM_SUBMITTED, 2)
@@ -153,7 +162,9 @@ async def test_routing_update_changes_only_the_fields_given(api: httpx.AsyncClie
 
     response = await api.patch("/v1/projects/news/routing", json={"audit_rate": 0.2})
 
-    assert response.json()["routing"] == {"threshold": 0.9, "audit_rate": 0.2, "target_precision": None}
+    assert response.json()["routing"] == {
+        "threshold": 0.9, "audit_rate": 0.2, "target_precision": None, **OVERLAP_DEFAULTS
+    }
     bad = await api.patch("/v1/projects/news/routing", json={"threshold": 2})
     assert bad.status_code == 422
     assert "threshold" in bad.json()["error"]["message"]
@@ -170,7 +181,9 @@ async def test_a_target_precision_is_set_carried_by_new_items_and_cleared(
     kept = await api.patch("/v1/projects/news/routing", json={"audit_rate": 0.1})
     assert kept.json()["routing"]["target_precision"] == 0.99
     cleared = await api.patch("/v1/projects/news/routing", json={"target_precision": None})
-    assert cleared.json()["routing"] == {"threshold": 0.9, "audit_rate": 0.1, "target_precision": None}
+    assert cleared.json()["routing"] == {
+        "threshold": 0.9, "audit_rate": 0.1, "target_precision": None, **OVERLAP_DEFAULTS
+    }
     [without] = await submit(api, "news", "second")
     for impossible in (0, 1.5):
         bad = await api.patch("/v1/projects/news/routing", json={"target_precision": impossible})

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -23,8 +23,9 @@ from labelgate_client import LabelgateClient
 from labelgate_core.observability import configure_logging
 from labelgate_core.settings import CoreSettings
 
-from .datasets import DatasetMissingError, spam_assassin_jsonl
-from .replay import TASKS, DatasetError, ReplayOptions, ReplayReport, load_dataset, replay
+from .baselines import BudgetCurve, PriceModel, budget_curve_png
+from .datasets import DATASETS, DatasetFormatError, DatasetMissingError, spam_assassin_jsonl
+from .replay import TASKS, DatasetError, ReplayOptions, ReplayReport, TaskName, load_dataset, replay
 
 app = typer.Typer(help="Labelgate: AI-assisted data labeling with a human gate.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -117,15 +118,74 @@ def _print_report(report: ReplayReport, as_json: bool) -> None:
     if not as_json:
         table = Table(title="Replay report", show_header=False)
         for key, value in data.items():
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+            if key in ("baselines", "budget_curve"):
+                continue  # nested tables of their own, in the JSON (--json, --out)
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else _short(value))
         Console().print(table)
+        Console().print(_baselines_table(data))
     typer.echo(json.dumps(data) if as_json else "")
+
+
+def _short(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_short(v)}" for k, v in value.items())
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _baselines_table(data: dict[str, Any]) -> Table:
+    compared = data["baselines"]
+    price = compared["price_model"]["description"]
+    table = Table(title=f"Against the baselines ({price})")
+    for column in ("", "reviewed", "quality", "cost per label", "saved vs all-human"):
+        table.add_column(column)
+    for name in ("gate", "all_human", "ai_only", "random_review"):
+        row = compared[name]
+        cost = row["cost_per_label_usd"]
+        saved = row["savings_vs_all_human"]
+        table.add_row(
+            name.replace("_", " "), str(row["reviewed"]), _short(row["quality"]),
+            "" if cost is None else f"${cost:.4f}", "" if saved is None else f"{saved:.0%}",
+        )
+    return table
+
+
+def _write_outputs(report: ReplayReport, out: Path, name: str, command: dict[str, object]) -> None:
+    """``<out>/<name>.json`` (the report, with how it was made) and ``<out>/<name>-budget.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"dataset": name, "command": command, "report": report.as_dict()}
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    curve = report.budget_curve
+    png = budget_curve_png(
+        BudgetCurve(
+            curve["metric"], curve["shares"], curve["router"], curve["random_mean"], curve["random_std"],
+            curve["operating_point"],
+        ),
+        title=f"{name}: {report.items} items",
+    )
+    (out / f"{name}-budget.png").write_bytes(png)
+    console.print(f"wrote {out / f'{name}.json'} and {out / f'{name}-budget.png'}")
+
+
+ReviewSecondsOption = Annotated[float, typer.Option(min=0.0, help="Price model: reviewer seconds per item")]
+HourlyRateOption = Annotated[float, typer.Option(min=0.0, help="Price model: reviewer cost per hour (USD)")]
+ModelCostOption = Annotated[float, typer.Option(min=0.0, help="Price model: model cost per item (USD)")]
+SeedsOption = Annotated[int, typer.Option(min=1, max=1000, help="Random draws for the random-review baseline")]
+OutOption = Annotated[
+    Path | None, typer.Option(file_okay=False, help="Write <name>.json and <name>-budget.png into this folder")
+]
 
 
 @app.command("replay")
 def replay_command(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL with text and gold label(s)")],
-    task: Annotated[str, typer.Option(help="classification or multi_label")] = "classification",
+    file: Annotated[
+        Path | None, typer.Argument(exists=True, dir_okay=False, help="JSONL with text and gold label(s)")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help=f"Replay a public dataset instead of FILE: {', '.join(DATASETS)}")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="classification, multi_label or entities (default: the dataset's)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with the report as one JSON line")] = False,
     url: Annotated[str | None, typer.Option(help="A running pipeline's REST API; default: start one")] = None,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Auto-accept threshold")] = 0.9,
@@ -136,21 +196,68 @@ def replay_command(
     limit: Annotated[int | None, typer.Option(min=1, help="Replay only the first N items")] = None,
     project: Annotated[str | None, typer.Option(help="Project id to create")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder of the embedded pipeline")] = None,
+    cache: Annotated[Path, typer.Option(help="Where the `make data-*` targets put the datasets")] = Path(".cache"),
+    out: OutOption = None,
+    seeds: SeedsOption = 20,
+    review_seconds: ReviewSecondsOption = 30.0,
+    hourly_rate: HourlyRateOption = 30.0,
+    model_cost: ModelCostOption = 0.0,
 ) -> None:
-    """Replay a labeled dataset through the pipeline; the gold labels play the human reviewers."""
-    if task not in TASKS:
-        raise typer.BadParameter(f"--task must be one of {', '.join(TASKS)}")
+    """Replay a labeled dataset through the pipeline; the gold labels play the human reviewers. Reports the
+    gate's quality and cost against all-human, AI-only and random review at the same budget."""
+    if (file is None) == (dataset is None):
+        raise typer.BadParameter("give either FILE or --dataset (one of them)")
+    labels: tuple[str, ...] = ()
+    if dataset is not None:
+        known = DATASETS.get(dataset)
+        if known is None:
+            raise typer.BadParameter(f"--dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")
+        if task is not None and task != known.task:
+            raise typer.BadParameter(f"--dataset {dataset} is a {known.task} dataset; leave --task out")
+        file, task, labels = _dataset_file(known.name, cache), known.task, known.labels
+    if file is None:  # unreachable: one of FILE and --dataset was given, and --dataset set it
+        raise typer.BadParameter("give either FILE or --dataset")
     _quiet_logs()
     options = ReplayOptions(
-        task="multi_label" if task == "multi_label" else "classification",
-        project_id=project, threshold=threshold, audit_rate=audit_rate, target_precision=target_precision,
-        batch=batch, reviewers=reviewers,
+        task=_task(task or "classification"), project_id=project, threshold=threshold, audit_rate=audit_rate,
+        target_precision=target_precision, batch=batch, reviewers=reviewers, labels=labels,
+        price=PriceModel(review_seconds, hourly_rate, model_cost), seeds=seeds,
     )
     try:
         report = asyncio.run(_replay(file, options, url, data_dir, limit, show_progress=True))
     except DatasetError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if out is not None:
+        command = {"dataset": dataset, "file": None if dataset else str(file), "limit": limit, **_options(options)}
+        _write_outputs(report, out, dataset or file.stem, command)
     _print_report(report, as_json)
+
+
+def _task(name: str) -> TaskName:
+    for task in TASKS:
+        if task == name:
+            return task
+    raise typer.BadParameter(f"--task must be one of {', '.join(TASKS)}")
+
+
+def _options(options: ReplayOptions) -> dict[str, object]:
+    return {
+        "task": options.task, "threshold": options.threshold, "audit_rate": options.audit_rate,
+        "target_precision": options.target_precision, "seeds": options.seeds, "batch": options.batch,
+        "price_model": options.price.describe(),
+    }
+
+
+def _dataset_file(name: str, cache: Path) -> Path:
+    """The dataset's replay JSONL, converted from what `make data-*` fetched; exit 2 with the fix when missing."""
+    try:
+        return DATASETS[name].convert(cache)
+    except DatasetMissingError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    except DatasetFormatError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -160,6 +267,11 @@ def demo(
     cache: Annotated[Path, typer.Option(help="Where `make data` put the datasets")] = Path(".cache"),
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Auto-accept threshold")] = 0.9,
     target_precision: TargetPrecisionOption = None,
+    out: OutOption = None,
+    seeds: SeedsOption = 20,
+    review_seconds: ReviewSecondsOption = 30.0,
+    hourly_rate: HourlyRateOption = 30.0,
+    model_cost: ModelCostOption = 0.0,
 ) -> None:
     """Replay the SpamAssassin public corpus (6,046 emails, spam/ham) through an embedded pipeline."""
     _quiet_logs()
@@ -168,9 +280,63 @@ def demo(
     except DatasetMissingError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
-    options = ReplayOptions(threshold=threshold, target_precision=target_precision)
+    options = ReplayOptions(
+        threshold=threshold, target_precision=target_precision, labels=DATASETS["spam-assassin"].labels,
+        price=PriceModel(review_seconds, hourly_rate, model_cost), seeds=seeds,
+    )
     report = asyncio.run(_replay(path, options, None, None, limit, show_progress=True))
+    if out is not None:
+        _write_outputs(report, out, "spam-assassin", {"command": "demo", "limit": limit, **_options(options)})
     _print_report(report, as_json)
+
+
+@app.command("report")
+def report_command(
+    project: Annotated[str, typer.Argument(help="The project's id")],
+    url: Annotated[
+        str, typer.Option(help="The review API (or the embedded pipeline of `labelgate run`)")
+    ] = "http://127.0.0.1:8000",
+    metrics_url: Annotated[
+        str | None, typer.Option(help="The metrics service's API; default: --url (the embedded pipeline)")
+    ] = None,
+    out: Annotated[Path, typer.Option(dir_okay=False, help="Where to write the HTML page")] = Path("report.html"),
+    hourly_rate: Annotated[float, typer.Option(min=0.0, help="Reviewer cost per hour, in US dollars")] = 30.0,
+    human_seconds_per_label: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Seconds to label an item by hand (the baseline); default: seconds per review"),
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report of PROJECT: accuracy vs share reviewed, reliability, learning curve,
+    confusion, agreement and cost."""
+    from .report import ReportError, build_report
+
+    def line(done: int, total: int) -> None:
+        console.print(f"report {project}: read {done}/{total} items")
+
+    with Progress(
+        TextColumn("[bold]report[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(f"{project}: items", total=None)
+
+        def progress(done: int, total: int) -> None:
+            if console.is_terminal:
+                bar.update(task, completed=done, total=total)
+            else:
+                line(done, total)
+
+        try:
+            page = asyncio.run(
+                build_report(
+                    url, project, metrics_url=metrics_url, hourly_rate_usd=hourly_rate,
+                    human_seconds_per_label=human_seconds_per_label, progress=progress,
+                )
+            )
+        except ReportError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from exc
+    out.write_text(page, encoding="utf-8")
+    console.print(f"report written to {out} ({len(page) / 1024:.0f} KiB)")
 
 
 def _quiet_logs() -> None:

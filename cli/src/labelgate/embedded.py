@@ -25,6 +25,7 @@ from labelgate_labeler.main import build_labeler
 from labelgate_labeler.settings import LabelerSettings
 from labelgate_metrics.main import build_metrics, metrics_router
 from labelgate_review_api.main import build_api, build_review_api
+from labelgate_router.endpoints import router_api
 from labelgate_router.main import build_router
 
 
@@ -41,9 +42,10 @@ def build_pipeline(core: CoreSettings | None = None, labeler: LabelerSettings | 
     retry = RetryPolicy(max_attempts=core.consumer_max_attempts)
     review = build_review_api(bus, make_store(core, "review-api"), retry=retry)
     metrics = build_metrics(bus, make_store(core, "metrics"), retry=retry)
+    router = build_router(bus, make_store(core, "router"), retry=retry)
     services: list[Service] = [
         build_labeler(bus, make_store(core, "labeler"), labeler, retry=retry),
-        build_router(bus, make_store(core, "router"), retry=retry),
+        router,
         metrics,
         review,
     ]
@@ -54,6 +56,7 @@ def build_pipeline(core: CoreSettings | None = None, labeler: LabelerSettings | 
     app = build_api(review, ready=ready, lifespan=lifespan_for(bus, services))
     app.title = "Labelgate (embedded)"
     app.include_router(metrics_router(metrics))
+    app.include_router(router_api(router))
     return Pipeline(bus, services, app)
 
 

@@ -9,18 +9,21 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from sklearn.metrics import cohen_kappa_score
 
-from labelgate_client import LabelgateClient
+from labelgate_client import LabelgateAPIError, LabelgateClient
 from labelgate_client.models import Item
+from labelgate_quality.agreement import Span
 from labelgate_quality.calibration import expected_calibration_error
 
-TaskName = Literal["classification", "multi_label"]
-TASKS: tuple[TaskName, ...] = ("classification", "multi_label")
+from .baselines import ItemRecord, PriceModel, baselines, budget_curve, score_final
+
+TaskName = Literal["classification", "multi_label", "entities"]
+TASKS: tuple[TaskName, ...] = ("classification", "multi_label", "entities")
 
 
 class DatasetError(ValueError):
@@ -32,11 +35,33 @@ class GoldItem:
     key: str
     text: str
     labels: tuple[str, ...]
+    """Entities: the distinct types of ``spans``."""
     metadata: dict[str, Any]
+    spans: tuple[Span, ...] = ()
+
+
+def _spans(raw: object, text: str, where: str) -> tuple[Span, ...]:
+    if not isinstance(raw, list):
+        raise DatasetError(f"{where}: entity lines need 'spans': [{{start, end, label}}, ...]")
+    spans: list[Span] = []
+    for n, span in enumerate(raw):
+        if not isinstance(span, dict):
+            raise DatasetError(f"{where}: span {n} must be an object with start, end and label")
+        start, end, label = span.get("start"), span.get("end"), span.get("label")
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+            raise DatasetError(
+                f"{where}: span {n} needs integer start < end within the text (0..{len(text)}), got {start}..{end}"
+            )
+        if not isinstance(label, str) or not label:
+            raise DatasetError(f"{where}: span {n} needs a non-empty string 'label'")
+        spans.append(Span(start, end, label))
+    return tuple(sorted(set(spans), key=lambda s: (s.start, s.end, s.label)))
 
 
 def load_dataset(path: Path, task: str, limit: int | None = None) -> list[GoldItem]:
-    """Lines ``{"text": ..., "label": ...}`` (single-label) or ``{"text": ..., "labels": [...]}``."""
+    """Lines ``{"text": ..., "label": ...}`` (single-label), ``{"text": ..., "labels": [...]}`` (multi-label) or
+    ``{"text": ..., "spans": [{"start", "end", "label"}]}`` (entities; ``end`` exclusive). An optional ``id``
+    becomes the item's idempotency key and an optional ``metadata`` object travels with the item."""
     if task not in TASKS:
         raise DatasetError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
     items: list[GoldItem] = []
@@ -51,18 +76,25 @@ def load_dataset(path: Path, task: str, limit: int | None = None) -> list[GoldIt
             text = row.get("text")
             if not isinstance(text, str) or not text.strip():
                 raise DatasetError(f"{path}:{number}: 'text' must be a non-empty string")
+            spans: tuple[Span, ...] = ()
             if task == "classification":
                 label = row.get("label")
                 if not isinstance(label, str) or not label:
                     raise DatasetError(f"{path}:{number}: single-label lines need a string 'label'")
                 labels: tuple[str, ...] = (label,)
-            else:
+            elif task == "multi_label":
                 raw = row.get("labels")
                 if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
                     raise DatasetError(f"{path}:{number}: multi-label lines need 'labels': [strings]")
                 labels = tuple(sorted(set(raw)))
+            else:
+                spans = _spans(row.get("spans"), text, f"{path}:{number}")
+                labels = tuple(sorted({span.label for span in spans}))
+            extra = row.get("metadata", {})
+            if not isinstance(extra, dict):
+                raise DatasetError(f"{path}:{number}: 'metadata' must be an object")
             key = str(row.get("id", f"line-{number}"))
-            items.append(GoldItem(key, text, labels, {"line": number}))
+            items.append(GoldItem(key, text, labels, {**extra, "line": number}, spans))
             if limit is not None and len(items) >= limit:
                 break
     if not items:
@@ -78,6 +110,7 @@ class ReplayReport:
     audited_share: float
     cold_start_share: float
     final_accuracy: float
+    """Share of items whose final answer equals the gold one exactly (label, label set, or set of spans)."""
     auto_accepted_accuracy: float | None
     ai_only_accuracy: float
     ai_only_accuracy_when_proposed: float | None
@@ -92,9 +125,31 @@ class ReplayReport:
     that had one; reviewed items over-represent low confidences, so this is not the ECE of all items."""
     wall_s: float
     items_per_s: float
+    task: str = "classification"
+    quality: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """Per task's figures (accuracy; micro/macro F1 for multi-label; span precision/recall/F1 for entities) of
+    the final labels, of the auto-accepted ones, and of the AI alone (all items; and only those it scored)."""
+    ece_all_proposed: dict[str, float | None] = field(default_factory=dict)
+    """ECE over every item with a scored proposal, against gold: the replay knows the truth for all of them."""
+    baselines: dict[str, Any] = field(default_factory=dict)
+    budget_curve: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, Any] = field(default_factory=dict)
+    stale_decisions: int = 0
+    """Auto-accepted items whose recorded decision was an earlier one: their proposal is taken from the final
+    label and, with no confidence on record, they count as unscored in the budget curve's ordering."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        return {k: _json_safe(v) for k, v in asdict(self).items()}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -107,6 +162,12 @@ class ReplayOptions:
     batch: int = 200
     reviewers: int = 8
     settle_timeout_s: float = 600.0
+    labels: tuple[str, ...] = ()
+    """The project's label set (entity types for entities); by default the labels the items use."""
+    price: PriceModel = field(default_factory=PriceModel)
+    seeds: int = 20
+    """Random draws averaged for the random-review baseline."""
+    curve_steps: int = 20
 
 
 Progress = Callable[[int, int], None]
@@ -117,7 +178,9 @@ async def replay(
 ) -> ReplayReport:
     started = time.perf_counter()
     project_id = options.project_id or f"replay-{int(time.time() * 1000)}"
-    label_names = sorted({label for item in items for label in item.labels})
+    label_names = sorted(set(options.labels) | {label for item in items for label in item.labels})
+    if not label_names:
+        raise DatasetError("no item has a label and no label set was given, so the project would have no labels")
     await client.create_project(
         project_id,
         name=f"Replay of {len(items)} items",
@@ -128,7 +191,7 @@ async def replay(
         target_precision=options.target_precision,
     )
     gold_by_key = {item.key: item for item in items}
-    gold: dict[str, tuple[str, ...]] = {}
+    gold: dict[str, GoldItem] = {}
     done = 0
     for start in range(0, len(items), options.batch):
         chunk = items[start : start + options.batch]
@@ -137,9 +200,9 @@ async def replay(
             [{"text": it.text, "idempotency_key": it.key, "metadata": it.metadata} for it in chunk],
         )
         for accepted in result.items:
-            gold[accepted.item_id] = gold_by_key[accepted.idempotency_key].labels
+            gold[accepted.item_id] = gold_by_key[accepted.idempotency_key]
         await _settle(client, project_id, options.settle_timeout_s)
-        await _review_queue(client, project_id, gold, options.reviewers)
+        await _review_queue(client, project_id, gold, options)
         stats = await client.stats(project_id)
         done = stats.final
         if progress:
@@ -163,25 +226,36 @@ async def _settle(client: LabelgateClient, project_id: str, timeout_s: float) ->
 
 
 async def _review_queue(
-    client: LabelgateClient, project_id: str, gold: dict[str, tuple[str, ...]], reviewers: int
+    client: LabelgateClient, project_id: str, gold: dict[str, GoldItem], options: ReplayOptions
 ) -> None:
-    """Reviewers work the queue until it is empty, each answering with the gold label."""
+    """Reviewers work the queue until it is empty, each answering with the gold label (and gold spans)."""
 
     async def reviewer(name: str) -> None:
         while True:
             task = await client.lease(project_id, reviewer_id=name)
             if task is None:
                 return
-            await client.review(
-                project_id, task.task_id, lease_token=task.lease_token, reviewer_id=name,
-                labels=list(gold[task.item_id]),
+            truth = gold[task.item_id]
+            spans = (
+                [{"start": s.start, "end": s.end, "label": s.label} for s in truth.spans]
+                if options.task == "entities"
+                else None
             )
+            try:
+                await client.review(
+                    project_id, task.task_id, lease_token=task.lease_token, reviewer_id=name,
+                    labels=list(truth.labels), spans=spans,
+                )
+            except LabelgateAPIError as exc:
+                if exc.code != "task_closed":
+                    raise
+                # Finalized while in hand (a newer model auto-accepted it): the reviewer moves on.
 
-    await asyncio.gather(*(reviewer(f"replay-reviewer-{i}") for i in range(reviewers)))
+    await asyncio.gather(*(reviewer(f"replay-reviewer-{i}") for i in range(options.reviewers)))
 
 
 async def _wait_all_final(
-    client: LabelgateClient, project_id: str, gold: dict[str, tuple[str, ...]], options: ReplayOptions
+    client: LabelgateClient, project_id: str, gold: dict[str, GoldItem], options: ReplayOptions
 ) -> None:
     total = len(gold)
     deadline = time.monotonic() + options.settle_timeout_s
@@ -190,7 +264,7 @@ async def _wait_all_final(
         if stats.final >= total:
             return
         if stats.queue_depth > 0:
-            await _review_queue(client, project_id, gold, options.reviewers)
+            await _review_queue(client, project_id, gold, options)
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {stats.final} of {total} items final after {options.settle_timeout_s:.0f}s")
         await asyncio.sleep(0.1)
@@ -208,12 +282,6 @@ async def all_items(client: LabelgateClient, project_id: str) -> AsyncIterator[I
         after = page.next_after
 
 
-def _accuracy(pairs: Sequence[tuple[tuple[str, ...], tuple[str, ...]]]) -> float | None:
-    if not pairs:
-        return None
-    return sum(set(a) == set(b) for a, b in pairs) / len(pairs)
-
-
 def _kappa(pairs: Sequence[tuple[tuple[str, ...], tuple[str, ...]]], task: str, labels: Sequence[str]) -> float | None:
     if len(pairs) < 2:
         return None
@@ -227,62 +295,101 @@ def _kappa(pairs: Sequence[tuple[tuple[str, ...], tuple[str, ...]]], task: str, 
     return None if math.isnan(value) else value
 
 
+def stale_decision(item: Item) -> bool:
+    """The item was auto-accepted, but the decision it shows is an earlier one (it was queued unscored, then
+    scored and accepted once a model existed, and the review API kept the first decision)."""
+    auto = item.final is not None and item.final.source == "auto"
+    return auto and (item.decision is None or item.decision.outcome != "auto_accepted")
+
+
+def item_record(item: Item, truth: GoldItem) -> ItemRecord:
+    """What the pipeline did with one item, next to its gold answer."""
+    decision = item.decision
+    proposal = decision.proposal if decision else None
+    if stale_decision(item) and item.final is not None:
+        # What was auto-accepted is the model's proposal; its confidence is not on record.
+        return ItemRecord(
+            gold_labels=truth.labels,
+            ai_labels=tuple(item.final.labels),
+            final_labels=tuple(item.final.labels),
+            reviewed=False,
+            gold_spans=truth.spans,
+            ai_spans=tuple(Span(s.start, s.end, s.label) for s in item.final.spans),
+            final_spans=tuple(Span(s.start, s.end, s.label) for s in item.final.spans),
+        )
+    return ItemRecord(
+        gold_labels=truth.labels,
+        ai_labels=tuple(proposal.labels) if proposal else (),
+        final_labels=tuple(item.final.labels) if item.final else (),
+        reviewed=not (item.final and item.final.source == "auto"),
+        confidence=proposal.confidence if proposal else None,
+        calibrated_confidence=decision.calibrated_confidence if decision else None,
+        gold_spans=truth.spans,
+        ai_spans=tuple(Span(s.start, s.end, s.label) for s in proposal.spans) if proposal else (),
+        final_spans=tuple(Span(s.start, s.end, s.label) for s in item.final.spans) if item.final else (),
+    )
+
+
+def _ai_record(record: ItemRecord) -> ItemRecord:
+    """The record as if the AI's proposal had become final."""
+    return replace(record, final_labels=record.ai_labels, final_spans=record.ai_spans)
+
+
 async def _report(
     client: LabelgateClient,
     project_id: str,
-    gold: dict[str, tuple[str, ...]],
+    gold: dict[str, GoldItem],
     options: ReplayOptions,
     wall_s: float,
 ) -> ReplayReport:
     n = len(gold)
-    auto = reviewed = audited = cold = reviews = 0
+    task = options.task
+    audited = cold = reviews = stale = 0
     model_version = 0
-    final_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-    auto_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-    ai_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-    proposed_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    records: list[ItemRecord] = []
     reviewed_ai_pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
     raw_conf: list[float] = []
     calibrated_conf: list[float] = []
     reviewed_right: list[bool] = []
     async for item in all_items(client, project_id):
-        truth = gold[item.item_id]
+        record = item_record(item, gold[item.item_id])
+        records.append(record)
         decision = item.decision
-        proposal = tuple(decision.proposal.labels) if decision else ()
-        confidence = decision.proposal.confidence if decision else None
         reasons = set(decision.reasons) if decision else set()
         model_version = max(model_version, decision.proposal.model_version if decision else 0)
-        final = tuple(item.final.labels) if item.final else ()
-        final_pairs.append((final, truth))
-        ai_pairs.append((proposal, truth))
-        if confidence is not None:
-            proposed_pairs.append((proposal, truth))
         reviews += len(item.reviews)
-        if item.final and item.final.source == "auto":
-            auto += 1
-            auto_pairs.append((final, truth))
-        else:
-            reviewed += 1
-            if confidence is not None:
-                reviewed_ai_pairs.append((proposal, truth))
-                calibrated = decision.calibrated_confidence if decision else None
-                raw_conf.append(confidence)
-                calibrated_conf.append(confidence if calibrated is None else calibrated)
-                reviewed_right.append(set(proposal) == set(truth))
+        stale += stale_decision(item)
+        if record.reviewed and record.confidence is not None:
+            reviewed_ai_pairs.append((record.ai_labels, record.gold_labels))
+            raw_conf.append(record.confidence)
+            calibrated_conf.append(_decision_confidence(record))
+            reviewed_right.append(_ai_right(record, task))
         audited += "audit" in reasons
         cold += "no_confidence" in reasons
-    labels = sorted({label for truth in gold.values() for label in truth})
+    auto = [r for r in records if not r.reviewed]
+    scored = [r for r in records if r.confidence is not None]
+    scored_right = [_ai_right(r, task) for r in scored]
+    ai_records = [_ai_record(r) for r in records]
+    quality = {
+        "final": score_final(records, task),
+        "auto_accepted": score_final(auto, task),
+        "ai_only": score_final(ai_records, task),
+        "ai_only_when_proposed": score_final([_ai_record(r) for r in scored], task),
+    }
+    curve = budget_curve(records, task, steps=options.curve_steps, seeds=options.seeds)
+    compared = baselines(records, task, options.price, reviews, seeds=options.seeds)
+    labels = sorted(set(options.labels) | {label for truth in gold.values() for label in truth.labels})
     return ReplayReport(
         items=n,
-        auto_accepted_share=auto / n,
-        reviewed_share=reviewed / n,
+        auto_accepted_share=len(auto) / n,
+        reviewed_share=(n - len(auto)) / n,
         audited_share=audited / n,
         cold_start_share=cold / n,
-        final_accuracy=_accuracy(final_pairs) or 0.0,
-        auto_accepted_accuracy=_accuracy(auto_pairs),
-        ai_only_accuracy=_accuracy(ai_pairs) or 0.0,
-        ai_only_accuracy_when_proposed=_accuracy(proposed_pairs),
-        kappa=_kappa(reviewed_ai_pairs, options.task, labels),
+        final_accuracy=quality["final"]["accuracy"] or 0.0,
+        auto_accepted_accuracy=quality["auto_accepted"]["accuracy"],
+        ai_only_accuracy=quality["ai_only"]["accuracy"] or 0.0,
+        ai_only_accuracy_when_proposed=quality["ai_only_when_proposed"]["accuracy"],
+        kappa=_kappa(reviewed_ai_pairs, task, labels),
         reviews=reviews,
         model_version=model_version,
         threshold=options.threshold,
@@ -292,6 +399,51 @@ async def _report(
             "raw": expected_calibration_error(raw_conf, reviewed_right),
             "calibrated": expected_calibration_error(calibrated_conf, reviewed_right),
         },
+        ece_all_proposed={
+            "items": len(scored),
+            "raw": expected_calibration_error([r.confidence or 0.0 for r in scored], scored_right),
+            "calibrated": expected_calibration_error([_decision_confidence(r) for r in scored], scored_right),
+        },
         wall_s=round(wall_s, 3),
         items_per_s=round(n / wall_s, 2) if wall_s > 0 else 0.0,
+        task=task,
+        quality=quality,
+        baselines=compared,
+        budget_curve=curve.as_dict(),
+        targets=_targets(curve.as_dict(), quality, compared, options),
+        stale_decisions=stale,
     )
+
+
+def _decision_confidence(record: ItemRecord) -> float:
+    if record.calibrated_confidence is not None:
+        return record.calibrated_confidence
+    return record.confidence if record.confidence is not None else 0.0
+
+
+def _ai_right(record: ItemRecord, task: str) -> bool:
+    if task == "entities":
+        return set(record.ai_spans) == set(record.gold_spans)
+    return set(record.ai_labels) == set(record.gold_labels)
+
+
+def _targets(
+    curve: dict[str, Any], quality: dict[str, dict[str, float | None]], compared: dict[str, Any], options: ReplayOptions
+) -> dict[str, Any]:
+    """The issue's two targets, checked: above random review at every budget (on the budget curve, and at the
+    gate's own budget), and auto-accepted labels at least as accurate as the target precision minus 0.02."""
+    metric = curve["metric"]
+    gate = compared["gate"]["quality"].get(metric)
+    random = compared["random_review"]["quality"].get(metric)
+    auto_accuracy = quality["auto_accepted"].get("accuracy")
+    target = options.target_precision
+    return {
+        "metric": metric,
+        "beats_random_at_every_budget": curve["beats_random_at_every_budget"],
+        "beats_random_at_own_budget": None if gate is None or random is None else gate > random,
+        "auto_accepted_accuracy": auto_accuracy,
+        "auto_accepted_floor": None if target is None else round(target - 0.02, 4),
+        "auto_accepted_meets_floor": (
+            None if target is None or auto_accuracy is None else auto_accuracy >= target - 0.02
+        ),
+    }

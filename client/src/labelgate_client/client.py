@@ -25,6 +25,7 @@ from .models import (
     Lease,
     Project,
     Review,
+    Span,
     Stats,
     SubmitResult,
     Task,
@@ -287,12 +288,18 @@ class LabelgateClient:
         reviewer_id: str,
         labels: Sequence[str],
         duration_s: float | None = None,
+        spans: Sequence[Span | Mapping[str, Any]] | None = None,
     ) -> Review:
-        """Review a leased task; its labels become the item's final label. Retried safely: the server
-        returns the review it already recorded under this lease."""
+        """Review a leased task; its labels (and, for entity projects, its ``spans``) become the item's final
+        label. Retried safely: the server returns the review it already recorded under this lease."""
         body: dict[str, Any] = {"lease_token": lease_token, "reviewer_id": reviewer_id, "labels": list(labels)}
         if duration_s is not None:
             body["duration_s"] = duration_s
+        if spans is not None:
+            body["spans"] = [
+                span.model_dump(mode="json", exclude_none=True) if isinstance(span, Span) else dict(span)
+                for span in spans
+            ]
         response = await self._send(
             "POST",
             f"/v1/projects/{_segment(project_id)}/tasks/{_segment(task_id)}/review",

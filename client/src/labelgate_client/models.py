@@ -46,6 +46,8 @@ class Project(Model):
     guidelines: str
     guideline_version: int
     routing: Routing
+    data_owner: str | None = None
+    license: str | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -71,12 +73,23 @@ class SubmitResult(Model):
     items: list[SubmittedItem]
 
 
+class Span(Model):
+    """An entity mention: characters ``[start, end)`` of the item's text, with its type."""
+
+    start: int
+    end: int
+    label: str
+    text: str = ""
+    confidence: float | None = None
+
+
 class Proposal(Model):
     model_id: str
     model_version: int
     labels: list[str]
     confidence: float | None = None
     scores: dict[str, float] = Field(default_factory=dict)
+    spans: list[Span] = Field(default_factory=list)
 
 
 class Decision(Model):
@@ -96,12 +109,14 @@ class ReviewRecord(Model):
     labels: list[str]
     created_at: datetime
     duration_s: float | None = None
+    spans: list[Span] = Field(default_factory=list)
 
 
 class Final(Model):
     labels: list[str]
     source: FinalSource
     finalized_at: datetime
+    spans: list[Span] = Field(default_factory=list)
 
 
 class Item(Model):
@@ -167,6 +182,7 @@ class Review(Model):
     item_id: str
     action: ReviewAction
     labels: list[str]
+    spans: list[Span] = Field(default_factory=list)
 
 
 class FinalLabel(Model):

@@ -57,6 +57,9 @@ class RoutingPolicy(Frozen):
     target_precision: Annotated[float | None, Field(gt=0.0, le=1.0)] = None
     """When set, it replaces ``threshold``: the router derives the threshold that reaches this precision (lower
     confidence bound) from the project's reviewed outcomes, and auto-accepts nothing until one does."""
+    exclude_unreliable_labels: bool = False
+    """When set, a proposed label the AI is consistently wrong on (per the project's reviewed outcomes: enough
+    support, accuracy's upper confidence bound below the router's bar) always goes to review."""
 
 
 class Span(Frozen):
@@ -113,6 +116,8 @@ class RoutingReason(StrEnum):
     guideline_change = "guideline_change"
     invalid_output = "invalid_output"
     label_issue = "label_issue"
+    unreliable_label = "unreliable_label"
+    """The proposed label is one the AI is consistently wrong on (``RoutingPolicy.exclude_unreliable_labels``)."""
 
 
 class FinalSource(StrEnum):
@@ -157,6 +162,9 @@ class Proposal(Frozen):
     output_tokens: int = 0
     attempts: int = 0
     """Provider calls made for this proposal (retries included; 0 for an in-process model or a cache hit)."""
+    leakage: Literal["exact", "near"] | None = None
+    """The item is an exact or near duplicate of one of the provider's few-shot examples or training items: a
+    memorised answer, so the item stays out of calibration and gold sets."""
 
 
 class Event(BaseModel):
@@ -201,6 +209,9 @@ class ItemSubmitted(Event):
     guideline_version: int
     image: ImageRef | None = None
     """Boxes tasks: the image to draw boxes on (``text`` is then a caption or instructions, possibly empty)."""
+    gold: bool = False
+    """A gold item: its known answer stays in the review API; it always goes to a reviewer, whose answer is
+    scored against it."""
 
 
 class LabelScored(Event):
@@ -215,6 +226,8 @@ class LabelScored(Event):
     """Ensembles: every member's own proposal; ``proposal`` is their combination."""
     agreement: float | None = None
     """Ensembles: share of members that proposed the combined labels."""
+    gold: bool = False
+    """Copied from the item: a gold item is never auto-accepted."""
 
 
 class DecisionMade(Event):
@@ -254,6 +267,8 @@ class ReviewSubmitted(Event):
     guideline_version: int
     duration_s: float | None = None
     queued_at: datetime
+    gold: bool = False
+    """The review of a gold item (a check of the reviewer): not training data."""
 
 
 class LabelFinalized(Event):
@@ -268,6 +283,8 @@ class LabelFinalized(Event):
     model_version: int | None = None
     confidence: float | None = None
     submitted_at: datetime
+    gold: bool = False
+    """A gold item: ``labels`` is its known answer, whatever its reviewers said."""
 
 
 class GuidelineChanged(Event):

@@ -1,5 +1,5 @@
-"""Systematic errors: likely label errors among final labels (confident learning, via cleanlab) and the
-confusion between AI and human labels by class.
+"""Systematic errors: likely label errors among final labels (confident learning, via cleanlab), the
+confusion between AI and human labels by class, and the labels (per slice) the AI is consistently wrong on.
 
 cleanlab needs out-of-sample predicted probabilities: a model's probabilities on items it was trained on
 agree with their labels by construction and hide every error. ``cross_validated_probabilities`` produces them
@@ -8,7 +8,8 @@ for text with a small TF-IDF + logistic regression model when the caller has no 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
+
+from ._stats import proportion_lower_bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +113,88 @@ def confusion(
         [code[h] for h in human], [code[a] for a in ai], labels=list(range(len(names)))
     )
     return Confusion(names, np.asarray(matrix, dtype=np.int64))
+
+
+# -- where the AI is consistently wrong ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelReliability:
+    """How often a human kept the AI's label when the AI proposed ``label`` (within one slice, or overall)."""
+
+    label: str
+    support: int
+    """Reviewed items where the AI proposed ``label``."""
+    correct: int
+    """Of those, the items the human labeled ``label`` too."""
+    accuracy: float
+    lower_bound: float
+    upper_bound: float
+    """Wilson confidence interval of the accuracy, each bound one-sided at the requested level."""
+    unreliable: bool
+    """Enough support, and even the upper bound is below the required accuracy: consistently wrong."""
+    mistaken_for: dict[str, int]
+    """What humans said instead, when they disagreed: label → count."""
+    slice_field: str | None = None
+    slice_value: str | None = None
+
+
+def label_reliability(
+    ai_labels: Sequence[str | None],
+    human_labels: Sequence[str],
+    *,
+    slices: Sequence[Mapping[str, object]] | None = None,
+    min_support: int = 20,
+    min_accuracy: float = 0.8,
+    confidence_level: float = 0.95,
+) -> tuple[list[LabelReliability], list[LabelReliability]]:
+    """AI accuracy per proposed label, overall and per slice (``slices[i]`` holds item i's metadata fields:
+    each scalar ``field=value`` pair is a slice), worst lower bound first.
+
+    A label is unreliable when it has at least ``min_support`` reviewed items and the upper confidence bound of
+    its accuracy is below ``min_accuracy``: the AI is wrong on it more often than allowed, beyond chance. Slices
+    with fewer than ``min_support`` items are left out (a per-item id would otherwise make one slice per item).
+    Items the AI proposed no label for (cold start) say nothing about its labels and are skipped."""
+    if len(ai_labels) != len(human_labels):
+        raise ValueError(f"{len(ai_labels)} AI labels but {len(human_labels)} human labels")
+    if slices is not None and len(slices) != len(ai_labels):
+        raise ValueError(f"{len(ai_labels)} labels but {len(slices)} slice records")
+    if not 0.0 < min_accuracy <= 1.0:
+        raise ValueError("min_accuracy must be in (0, 1]")
+    groups: dict[tuple[str | None, str | None, str], list[str]] = {}
+    for i, (ai, human) in enumerate(zip(ai_labels, human_labels, strict=True)):
+        if ai is None:
+            continue
+        groups.setdefault((None, None, ai), []).append(human)
+        for name, value in (slices[i] if slices is not None else {}).items():
+            if isinstance(value, str | int | bool) and not isinstance(value, float):
+                groups.setdefault((str(name), str(value), ai), []).append(human)
+    keys = [k for k, humans in groups.items() if k[0] is None or len(humans) >= min_support]
+    if not keys:
+        return [], []
+    support = np.array([len(groups[k]) for k in keys], dtype=np.float64)
+    correct = np.array([sum(h == k[2] for h in groups[k]) for k in keys], dtype=np.float64)
+    lower = proportion_lower_bound(correct, support, confidence_level)
+    upper = 1.0 - proportion_lower_bound(support - correct, support, confidence_level)
+    overall: list[LabelReliability] = []
+    sliced: list[LabelReliability] = []
+    for i, (field_name, value, label) in enumerate(keys):
+        wrong = Counter(h for h in groups[(field_name, value, label)] if h != label)
+        row = LabelReliability(
+            label=label,
+            support=int(support[i]),
+            correct=int(correct[i]),
+            accuracy=float(correct[i] / support[i]),
+            lower_bound=float(lower[i]),
+            upper_bound=float(upper[i]),
+            unreliable=bool(support[i] >= min_support and upper[i] < min_accuracy),
+            mistaken_for=dict(wrong.most_common()),
+            slice_field=field_name,
+            slice_value=value,
+        )
+        (overall if field_name is None else sliced).append(row)
+    return sorted(overall, key=_worst_first), sorted(sliced, key=_worst_first)
+
+
+def _worst_first(row: LabelReliability) -> tuple[float, str, str, str]:
+    return row.lower_bound, row.label, row.slice_field or "", row.slice_value or ""

@@ -103,3 +103,79 @@ def duplicate_groups(texts: Mapping[Any, str]) -> list[list[Hashable]]:
     for item_id, text in texts.items():
         groups.setdefault(text_hash(text), []).append(item_id)
     return [ids for ids in groups.values() if len(ids) > 1]
+
+
+class LeakIndex:
+    """Look-ups of one text at a time against a growing reference set (a model's training items, few-shot
+    examples): exact duplicates by hash, near duplicates by Jaccard of hashed character shingles.
+
+    ``find_leaks`` compares batches; a labeler checks each item as it arrives, so this index hashes the
+    shingles (no vocabulary to refit when references are added) and compares the first ``max_chars``
+    normalised characters, which bounds the cost of one check however long texts are. Hash collisions in
+    2**22 buckets move a Jaccard by far less than any useful threshold."""
+
+    def __init__(self, *, threshold: float = 0.8, shingle: int = 5, max_chars: int = 4000) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError("threshold must be in (0, 1]")
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.threshold = threshold
+        self._shingle = shingle
+        self._max_chars = max_chars
+        self._vectorizer = HashingVectorizer(
+            analyzer="char", ngram_range=(shingle, shingle), lowercase=False, binary=True, norm=None,
+            alternate_sign=False, n_features=2**22,
+        )
+        self._by_hash: dict[str, Hashable] = {}
+        self._ids: list[Hashable] = []
+        self._rows: list[Any] = []
+        self._matrix: Any = None
+        self._sizes: Any = None
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def _shingled(self, texts: list[str]) -> Any:
+        return self._vectorizer.transform([t[: self._max_chars].ljust(self._shingle) for t in texts])
+
+    def add(self, reference: Mapping[Any, str]) -> None:
+        """Add reference texts (ids already present are added again only if their text is new)."""
+        fresh: list[tuple[Hashable, str]] = []
+        for ref_id, text in reference.items():
+            digest = text_hash(text)
+            if digest in self._by_hash:
+                continue
+            self._by_hash[digest] = ref_id
+            normal = normalise(text)
+            if normal:
+                fresh.append((ref_id, normal))
+        if not fresh:
+            return
+        self._ids.extend(ref_id for ref_id, _ in fresh)
+        self._rows.append(self._shingled([t for _, t in fresh]))
+        self._matrix = None
+
+    def check(self, text: str) -> Leak | None:
+        """The text's closest reference when it is an exact or near duplicate of one; else None."""
+        ref = self._by_hash.get(text_hash(text))
+        if ref is not None:
+            return Leak(None, ref, LeakKind.exact, 1.0)
+        normal = normalise(text)
+        if not normal or not self._rows:
+            return None
+        if self._matrix is None:
+            from scipy.sparse import vstack
+
+            stacked = vstack(self._rows).tocsr()
+            self._rows = [stacked]
+            self._sizes = np.asarray(stacked.sum(axis=1)).ravel()
+            # Shingles x references, row-major: one item's product gathers only the rows of its own shingles.
+            self._matrix = stacked.T.tocsr()
+        row: Any = self._shingled([normal])
+        inter = np.asarray((row @ self._matrix).toarray(), dtype=np.float64).ravel()
+        union = self._sizes + float(row.sum()) - inter
+        jaccard = np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+        best = int(jaccard.argmax())
+        if jaccard[best] >= self.threshold:
+            return Leak(None, self._ids[best], LeakKind.near, float(jaccard[best]))
+        return None

@@ -10,13 +10,16 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from labelgate_core.events import Proposal, TaskSpec
+from labelgate_core.events import ImageRef, Proposal, TaskSpec
 
 from .model import TrainedModel
+from .ner import EntityModel
 
 log = logging.getLogger(__name__)
 
 LOCAL_MODEL_ID = "local-tfidf-lr"
+LOCAL_ENTITY_MODEL_ID = "local-crf"
+"""The local model of entity tasks (a CRF, see ``ner``): its proposals and versions carry this id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,8 @@ class LabelRequest:
     text: str
     task: TaskSpec
     guideline_version: int
+    image: ImageRef | None = None
+    """Boxes tasks: the image to draw boxes on."""
 
 
 class LabelProvider(Protocol):
@@ -49,11 +54,12 @@ class LabelProvider(Protocol):
 @dataclass(frozen=True, slots=True)
 class ModelVersion:
     version: int
-    model: TrainedModel
+    model: TrainedModel | EntityModel
 
 
 class LocalModelProvider:
-    """The offline provider: one TF-IDF + logistic-regression model per project, held in memory.
+    """The offline provider: one model per project, held in memory: TF-IDF + logistic regression for
+    classification, a CRF for entities.
 
     A project without a model (cold start), or whose model was trained for another task type, gets a
     proposal with no labels and no confidence, so a human labels it and the model learns from that."""
@@ -64,7 +70,7 @@ class LocalModelProvider:
     def __init__(self) -> None:
         self._models: dict[str, ModelVersion] = {}
 
-    def install(self, project_id: str, version: int, model: TrainedModel) -> None:
+    def install(self, project_id: str, version: int, model: TrainedModel | EntityModel) -> None:
         """Serve ``model`` for the project from now on (a reference swap: predictions in flight are unharmed)."""
         self._models[project_id] = ModelVersion(version, model)
 
@@ -78,6 +84,8 @@ class LocalModelProvider:
         current = self._models.get(request.project_id)
         if current is None or current.model.task is not request.task.type:
             return self.cold_start()
+        if isinstance(current.model, EntityModel):
+            return self._propose_entities(request, current.version, current.model)
         try:
             prediction = current.model.predict(request.text, request.task.label_names)
         except Exception:
@@ -95,4 +103,30 @@ class LocalModelProvider:
             scores=prediction.scores,
             cost_usd=0.0,
             method="local_model" if prediction.confidence is not None else None,
+        )
+
+    def _propose_entities(self, request: LabelRequest, version: int, model: EntityModel) -> Proposal:
+        """Spans with their own confidence; the item's confidence is the probability of the whole tag sequence
+        (see ``ner``). ``scores`` holds, per entity type, the confidence of its least certain span."""
+        try:
+            prediction = model.predict(request.text, request.task.label_names)
+        except Exception:
+            log.exception(
+                "entity model failed to predict; proposing without confidence",
+                extra={"project_id": request.project_id, "item_id": request.item_id, "version": version},
+            )
+            return self.cold_start()
+        scores: dict[str, float] = {}
+        for span in prediction.spans:
+            if span.confidence is not None:
+                scores[span.label] = min(scores.get(span.label, 1.0), span.confidence)
+        return Proposal(
+            model_id=LOCAL_ENTITY_MODEL_ID,
+            model_version=version,
+            labels=prediction.labels,
+            confidence=prediction.confidence,
+            scores=scores,
+            spans=prediction.spans,
+            cost_usd=0.0,
+            method="local_model",
         )

@@ -1,8 +1,8 @@
 """The labeler service: proposes a label for every submitted item and learns from every review.
 
 Store collections (the labeler's own):
-- ``examples``: one reviewed item per project and item (``_id`` ``<project>:<item>``); a later review of the
-  same item replaces its labels.
+- ``examples``: one reviewed item per project and item (``_id`` ``<project>:<item>``), with its labels and,
+  for entity tasks, its spans; a later review of the same item replaces them.
 - ``projects``: per project, its latest task spec and guideline version, the reviews not yet trained on
   (``new_reviews``), the current model version and when it was trained.
 - ``model_versions``: one record per trained version (``<project>:<version>``).
@@ -37,22 +37,29 @@ from labelgate_core.events import (
     ModelUpdated,
     Proposal,
     ReviewSubmitted,
+    Span,
     TaskSpec,
+    TaskType,
     utcnow,
 )
 from labelgate_core.service import Service
 from labelgate_core.store.port import Doc, Index, Store, Transaction
 from labelgate_core.topics import GUIDELINE_CHANGED, ITEM_SUBMITTED, REVIEW_SUBMITTED, encode, headers_for
 
+from . import unscored
+from .leakage import TrainingLeaks
 from .llm.budget import Budget
 from .llm.jobs import JobSettings, RemoteLabeling
 from .model import ModelConfig, RetrainPolicy, TrainedModel, TrainingError, train, trainable
-from .provider import LOCAL_MODEL_ID, LabelProvider, LabelRequest, LocalModelProvider
+from .ner import EntityModel, EntityModelConfig, EntityTrainingError, entity_trainable, train_entities
+from .provider import LOCAL_ENTITY_MODEL_ID, LOCAL_MODEL_ID, LabelProvider, LabelRequest, LocalModelProvider
 from .settings import LabelerSettings
 
 log = logging.getLogger(__name__)
 
 EXAMPLES = "examples"
+UNSCORED_PER_VERSION = 2000
+"""Items waiting unscored (cold start) that a new model version scores at most, in one transaction."""
 PROJECTS = "projects"
 MODEL_VERSIONS = "model_versions"
 
@@ -102,7 +109,7 @@ def _seconds_since(iso: object, now: datetime) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class _Fitted:
-    model: TrainedModel
+    model: TrainedModel | EntityModel
     counted: int
     """How many new reviews the project had counted when its examples were read: they are trained on now."""
     guideline_version: int | None
@@ -131,8 +138,13 @@ class LabelerService(Service):
             max_chars=self.settings.max_text_chars,
             holdout_every=self.settings.holdout_every,
         )
+        self.entity_config = EntityModelConfig(
+            max_chars=self.settings.max_text_chars, holdout_every=self.settings.holdout_every
+        )
         self._training = asyncio.Lock()
         self._untrainable: dict[str, int] = {}
+        self.leaks = TrainingLeaks(EXAMPLES)
+        """Duplicates of training items: flagged on the proposal, kept out of calibration by the router."""
         """Project → its new-review count when training last proved impossible: no retry until it moves."""
         self.remote: RemoteLabeling | None = None
         """For providers that call out over the network: items are labeled outside the store transaction."""
@@ -167,6 +179,7 @@ class LabelerService(Service):
 
     async def setup(self) -> None:
         await self.store.ensure_indexes(EXAMPLES, [Index(("project_id", "task_type"))])
+        await self.store.ensure_indexes(unscored.UNSCORED, [Index(("project_id",))])
         await self.store.ensure_indexes(PROJECTS, [Index(("new_reviews",))])
         await self.store.ensure_indexes(MODEL_VERSIONS, [Index(("project_id", "version"), unique=True)])
         for project in await self.store.find(PROJECTS, {"model_version": {"$gt": 0}}):
@@ -199,11 +212,18 @@ class LabelerService(Service):
             text=item.text,
             task=item.task,
             guideline_version=item.guideline_version,
+            image=item.image,
         )
         started = time.perf_counter()
         proposal = await self.provider.propose(request)
         elapsed = time.perf_counter() - started
         proposal = proposal.model_copy(update={"latency_ms": elapsed * 1000.0})
+        if proposal.confidence is not None:
+            leakage = await self.leaks.check(ctx.tx, item.project_id, item.text)
+            if leakage is not None:
+                proposal = proposal.model_copy(update={"leakage": leakage})
+        elif not proposal.invalid:
+            await unscored.remember(ctx.tx, item)  # scored once a model exists, unless reviewed first
         await ctx.emit(
             LabelScored(
                 **item.caused(),
@@ -213,12 +233,15 @@ class LabelerService(Service):
                 routing=item.routing,
                 guideline_version=item.guideline_version,
                 submitted_at=item.occurred_at,
+                gold=item.gold,
             )
         )
         ctx.after_commit(lambda: _observe(proposal, elapsed))
 
     async def _on_review_submitted(self, event: Event, ctx: HandlerContext) -> None:
         review = _expect(event, ReviewSubmitted)
+        if review.gold:
+            return  # a gold item checks the reviewer: its answer is known, and must not be learned from
         key = example_id(review.project_id, review.item_id)
         existing = await ctx.tx.find_one(EXAMPLES, {"_id": key})
         if existing is not None:
@@ -232,6 +255,7 @@ class LabelerService(Service):
             "review_id": review.review_id,
             "text": review.text,
             "labels": list(review.labels),
+            "spans": [span.model_dump(mode="json") for span in review.spans],
             "task_type": review.task.type.value,
             "guideline_version": review.guideline_version,
             "reviewed_at": review.occurred_at.isoformat(),
@@ -243,6 +267,8 @@ class LabelerService(Service):
             await ctx.tx.update_one(EXAMPLES, {"_id": key}, set=fields)
         await self._note_task(ctx.tx, review.project_id, review.task, review.guideline_version, new_review=True)
         ctx.after_commit(REVIEWS.inc)
+        await unscored.forget(ctx.tx, review.project_id, review.item_id)
+        ctx.after_commit(lambda: self.leaks.add(review.project_id, key, review.text))
 
     async def _on_guideline_changed(self, event: Event, ctx: HandlerContext) -> None:
         change = _expect(event, GuidelineChanged)
@@ -279,7 +305,11 @@ class LabelerService(Service):
             fitted = await self._fit(project_id, enforce_minimum=True)
             if fitted is None:
                 return None
-            return await self._record(project_id, fitted)
+            version = await self._record(project_id, fitted)
+            if self.remote is None:
+                async with self.store.transaction() as tx:
+                    await unscored.score_waiting(tx, self.provider, project_id, self.name, UNSCORED_PER_VERSION)
+            return version
 
     async def retrain_due(self) -> dict[str, int]:
         """Retrain every project the schedule says is due; project → the version made."""
@@ -327,8 +357,10 @@ class LabelerService(Service):
             sort=[("first_reviewed_ts", 1), ("_id", 1)],
         )
         texts = [str(doc["text"]) for doc in docs]
-        labels = [tuple(str(label) for label in doc["labels"]) for doc in docs]
         minimum = self.settings.min_train_examples if enforce_minimum else 1
+        if task.type is TaskType.entities:
+            return await self._fit_entities(project_id, project, task, counted, texts, docs, minimum)
+        labels = [tuple(str(label) for label in doc["labels"]) for doc in docs]
         if not trainable(labels, task.type, minimum):
             TRAININGS.labels("not_enough_data").inc()
             return None
@@ -342,8 +374,27 @@ class LabelerService(Service):
             return None
         return _Fitted(model, counted, project.get("guideline_version"))
 
+    async def _fit_entities(
+        self, project_id: str, project: Doc, task: TaskSpec, counted: int, texts: list[str], docs: list[Doc],
+        minimum: int,
+    ) -> _Fitted | None:
+        spans = [tuple(Span.model_validate(span) for span in doc.get("spans") or ()) for doc in docs]
+        if not entity_trainable(spans, minimum):
+            TRAININGS.labels("not_enough_data").inc()
+            return None
+        try:
+            model = await asyncio.to_thread(
+                train_entities, texts, spans, label_space=task.label_names, config=self.entity_config
+            )
+        except EntityTrainingError as exc:
+            TRAININGS.labels("not_enough_data").inc()
+            log.info("entity model not trained", extra={"project_id": project_id, "reason": str(exc)})
+            return None
+        return _Fitted(model, counted, project.get("guideline_version"))
+
     async def _record(self, project_id: str, fitted: _Fitted) -> int:
         model = fitted.model
+        model_id = LOCAL_ENTITY_MODEL_ID if isinstance(model, EntityModel) else LOCAL_MODEL_ID
         trained_at = utcnow()
         async with self.store.transaction() as tx:
             project = await tx.find_one(PROJECTS, {"_id": project_id})
@@ -354,7 +405,7 @@ class LabelerService(Service):
                     "_id": f"{project_id}:{version}",
                     "project_id": project_id,
                     "version": version,
-                    "model_id": LOCAL_MODEL_ID,
+                    "model_id": model_id,
                     "task_type": model.task.value,
                     "guideline_version": fitted.guideline_version,
                     "trained_on": model.trained_on,
@@ -375,7 +426,7 @@ class LabelerService(Service):
                 project_id=project_id,
                 item_id=project_id,
                 occurred_at=trained_at,
-                model_id=LOCAL_MODEL_ID,
+                model_id=model_id,
                 model_version=version,
                 trained_on=model.trained_on,
                 holdout_accuracy=model.holdout_accuracy,

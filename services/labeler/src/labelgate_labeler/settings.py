@@ -2,13 +2,21 @@
 OpenAI-compatible API, or an ensemble), retraining schedule, model size, and where it listens.
 
 Nested values use ``__``: ``LABELGATE_LABELER_LLM__BASE_URL``, ``LABELGATE_LABELER_LLM__PRICE__INPUT``; lists
-and maps take JSON: ``LABELGATE_LABELER_LLM_PROJECTS='{"support": {"budget_usd_per_day": 5}}'``."""
+and maps take JSON: ``LABELGATE_LABELER_LLM_PROJECTS='{"support": {"budget_usd_per_day": 5}}'``.
+
+A project can use its own endpoint, key and model::
+
+    LABELGATE_LABELER_LLM_PROJECTS='{"legal": {"base_url": "https://llm.legal.example/v1",
+                                              "api_key": "sk-...", "model": "legal-13b"}}'
+
+Keys (``llm.api_key``, ``llm_projects.*.api_key``, ``review_api_key``) are ``SecretStr``: they print as
+``**********``, are never logged and never put on events."""
 
 from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .llm.config import LLMProviderConfig, ProjectLLMConfig
@@ -27,7 +35,18 @@ class LabelerSettings(BaseSettings):
     ensemble: tuple[str, ...] = Field(
         default=("openai", "local"), description="Provider names in the ensemble: `local`, `llm.name`, `llm_extra`"
     )
-    llm_projects: dict[str, ProjectLLMConfig] = Field(default_factory=dict, description="Per-project overrides")
+    llm_projects: dict[str, ProjectLLMConfig] = Field(
+        default_factory=dict,
+        description="Per-project overrides: model, few-shot count, daily budget, and an endpoint of the project's "
+        "own (`base_url`, `api_key`)",
+    )
+    review_api_url: str | None = Field(
+        default=None,
+        description="The review API's base URL (`http://review-api:8000`): images of boxes items uploaded as bytes "
+        "are fetched from it for vision models",
+    )
+    review_api_key: SecretStr | None = Field(default=None, description="Bearer token for the review API, if it asks")
+    image_max_bytes: int = Field(default=20_000_000, ge=1, description="Larger images go to a person unlabeled")
     llm_budget_usd_per_day: float | None = Field(
         default=None, ge=0, description="Default daily LLM budget per project; items wait when it is spent"
     )

@@ -40,6 +40,7 @@ from labelgate_core.events import (
     TaskType,
 )
 
+from .annotation_agreement import AnnotationAgreement, AnnotationRecord
 from .schemas import AgreementPublic, BucketPublic, LatencyPublic, ProjectMetricsPublic
 
 # -- what is measured ------------------------------------------------------------------------------------
@@ -75,6 +76,12 @@ ITEMS_SUBMITTED = MetricDef(
 )
 PROPOSALS = MetricDef(
     "labelgate_labeler_proposals_total", Kind.counter, "Label proposals scored by a model", ("model",)
+)
+LEAKED_PROPOSALS = MetricDef(
+    "labelgate_labeler_leaked_proposals_total",
+    Kind.counter,
+    "Proposals for items that duplicate the model's training items or few-shot examples, by exact or near",
+    ("kind",),
 )
 COST = MetricDef(
     "labelgate_labeler_cost_usd_total", Kind.counter, "Labeler cost of the proposals, in US dollars", ("model",)
@@ -113,7 +120,7 @@ GUIDELINE_VERSION = MetricDef(
 )
 
 SERIES_METRICS: tuple[MetricDef, ...] = (
-    ITEMS_SUBMITTED, PROPOSALS, COST, DECISIONS, DECISION_OUTCOMES, REVIEWS, FINALIZED, QUEUE,
+    ITEMS_SUBMITTED, PROPOSALS, LEAKED_PROPOSALS, COST, DECISIONS, DECISION_OUTCOMES, REVIEWS, FINALIZED, QUEUE,
     DECISION_LATENCY, REVIEW_LATENCY, MODEL_VERSION, GUIDELINE_VERSION,
 )
 METRICS_BY_NAME: dict[str, MetricDef] = {m.name: m for m in SERIES_METRICS}
@@ -127,6 +134,16 @@ AUDIT_ACCURACY = MetricDef(
     "labelgate_audit_accuracy_ratio",
     Kind.gauge,
     "Share of audited would-be auto-accepts where the human's labels equal the AI's",
+)
+SPAN_F1 = MetricDef(
+    "labelgate_agreement_span_f1_ratio",
+    Kind.gauge,
+    "Entities: micro F1 of the AI's spans against the human review's (exact start, end and label)",
+)
+BOX_IOU = MetricDef(
+    "labelgate_agreement_box_iou_ratio",
+    Kind.gauge,
+    "Boxes: mean IoU of the AI's boxes matched one to one with the human review's (missed or extra count 0)",
 )
 
 
@@ -182,10 +199,13 @@ def changes_for(event: Event) -> list[Change]:
             return [Change(SeriesKey(ITEMS_SUBMITTED.name, p), add=1)]
         case LabelScored(proposal=proposal):
             model = proposal.model_id
-            return [
+            changes = [
                 Change(SeriesKey(PROPOSALS.name, p, (model,)), add=1),
                 Change(SeriesKey(COST.name, p, (model,)), add=max(0.0, proposal.cost_usd)),
             ]
+            if proposal.leakage is not None:
+                changes.append(Change(SeriesKey(LEAKED_PROPOSALS.name, p, (proposal.leakage,)), add=1))
+            return changes
         case DecisionMade(outcome=outcome, reasons=reasons):
             names = [str(r) for r in dict.fromkeys(reasons)] or ["none"]
             return [
@@ -222,6 +242,8 @@ class ReviewRecord:
     classes: tuple[str, ...] = ()
     """For ``multi``: the labels each (item, label) membership is rated over."""
     audited: bool = False
+    annotations: AnnotationRecord | None = None
+    """Entities and boxes tasks: the spans or boxes behind the labels."""
 
     @property
     def ai_proposed(self) -> bool:
@@ -229,6 +251,9 @@ class ReviewRecord:
 
     @property
     def agrees(self) -> bool:
+        """The same labels (as sets); for entities and boxes, the same spans or matching boxes."""
+        if self.annotations is not None:
+            return self.annotations.agrees
         return set(self.ai) == set(self.human)
 
     def ratings(self) -> list[tuple[str, str]]:
@@ -244,16 +269,21 @@ class ReviewRecord:
         ai, human = tuple(sorted(set(event.ai_labels))), tuple(sorted(set(event.labels)))
         multi = event.task.type != TaskType.classification
         classes = tuple(sorted(set(event.task.label_names) | set(ai) | set(human))) if multi else ()
-        return cls(multi, ai, human, classes, RoutingReason.audit in event.decision_reasons)
+        return cls(multi, ai, human, classes, RoutingReason.audit in event.decision_reasons,
+                   AnnotationRecord.from_review(event))
 
     def to_doc(self) -> dict[str, Any]:
-        return {"multi": self.multi, "ai": list(self.ai), "human": list(self.human),
-                "classes": list(self.classes), "audited": self.audited}
+        doc = {"multi": self.multi, "ai": list(self.ai), "human": list(self.human),
+               "classes": list(self.classes), "audited": self.audited}
+        if self.annotations is not None:
+            doc["annotations"] = self.annotations.to_doc()
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> ReviewRecord:
+        annotations = doc.get("annotations")
         return cls(bool(doc["multi"]), tuple(doc["ai"]), tuple(doc["human"]), tuple(doc.get("classes", ())),
-                   bool(doc.get("audited", False)))
+                   bool(doc.get("audited", False)), AnnotationRecord.from_doc(annotations) if annotations else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,12 +376,15 @@ class Agreement:
     reviewed_items: int
     audited_items: int
     audit_accuracy: float | None
+    annotations: AnnotationAgreement = field(default_factory=AnnotationAgreement)
+    """Span F1 (entities) and mean IoU (boxes)."""
 
     @classmethod
     def of(cls, records: Sequence[ReviewRecord]) -> Agreement:
         ratings = [pair for r in records if r.ai_proposed for pair in r.ratings()]
         audited, accuracy = audit_accuracy(records)
-        return cls(cohen_kappa(ratings), len(ratings), len(records), audited, accuracy)
+        annotations = AnnotationAgreement.of(r.annotations for r in records if r.annotations is not None)
+        return cls(cohen_kappa(ratings), len(ratings), len(records), audited, accuracy, annotations)
 
 
 # -- the in-memory snapshot ------------------------------------------------------------------------------
@@ -488,6 +521,7 @@ class Aggregates:
             project_id=project,
             items_submitted=int(total(ITEMS_SUBMITTED)),
             proposals={k: int(v) for k, v in by(PROPOSALS).items()},
+            leaked_proposals={k: int(v) for k, v in by(LEAKED_PROPOSALS).items()},
             cost_usd=cost,
             cost_usd_total=sum(cost.values()),
             cost_usd_per_final_label=sum(cost.values()) / final_total if final_total else None,
@@ -504,6 +538,12 @@ class Aggregates:
                 reviewed_items=agreement.reviewed_items,
                 audited_items=agreement.audited_items,
                 audit_accuracy=agreement.audit_accuracy,
+                span_items=agreement.annotations.span_items,
+                span_precision=agreement.annotations.span_precision,
+                span_recall=agreement.annotations.span_recall,
+                span_f1=agreement.annotations.span_f1,
+                box_items=agreement.annotations.box_items,
+                box_mean_iou=agreement.annotations.box_mean_iou,
             ),
             model_version=version(MODEL_VERSION),
             guideline_version=version(GUIDELINE_VERSION),

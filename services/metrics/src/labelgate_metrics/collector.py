@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .aggregates import AUDIT_ACCURACY, KAPPA, SERIES_METRICS, Aggregates, Kind, MetricDef
+from .aggregates import AUDIT_ACCURACY, BOX_IOU, KAPPA, SERIES_METRICS, SPAN_F1, Aggregates, Kind, MetricDef
 
 
 class MetricsCollector(Collector):
@@ -32,7 +32,8 @@ class MetricsCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         # Declares the names, so that registering a clashing metric fails loudly, without reading the snapshot.
         return [
-            _histogram(m) if m.kind is Kind.histogram else _scalar(m) for m in (*_exported(), KAPPA, AUDIT_ACCURACY)
+            _histogram(m) if m.kind is Kind.histogram else _scalar(m)
+            for m in (*_exported(), KAPPA, AUDIT_ACCURACY, SPAN_F1, BOX_IOU)
         ]
 
     def collect(self) -> Iterable[Metric]:
@@ -44,6 +45,7 @@ class MetricsCollector(Collector):
             else:
                 families.append(_scalar(metric, source))
         kappa, accuracy = _scalar(KAPPA), _scalar(AUDIT_ACCURACY)
+        span_f1, box_iou = _scalar(SPAN_F1), _scalar(BOX_IOU)
         if source is not None:
             for project in sorted(source.projects()):
                 agreement = source.agreement(project)
@@ -51,7 +53,11 @@ class MetricsCollector(Collector):
                     kappa.add_metric([project], agreement.kappa)
                 if agreement.audit_accuracy is not None:
                     accuracy.add_metric([project], agreement.audit_accuracy)
-        return [*families, kappa, accuracy]
+                if agreement.annotations.span_f1 is not None:
+                    span_f1.add_metric([project], agreement.annotations.span_f1)
+                if agreement.annotations.box_mean_iou is not None:
+                    box_iou.add_metric([project], agreement.annotations.box_mean_iou)
+        return [*families, kappa, accuracy, span_f1, box_iou]
 
 
 def _exported() -> list[MetricDef]:

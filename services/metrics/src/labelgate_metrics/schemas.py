@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -32,7 +34,21 @@ class AgreementPublic(_Public):
     reviewed_items: int
     audited_items: int = Field(description="Reviewed items that the router sent to review as a random audit")
     audit_accuracy: float | None = Field(
-        description="Share of audited items where the human's labels equal the AI's; null with no audit"
+        description="Share of audited items where the human's labels equal the AI's (entities: the same spans;"
+        " boxes: boxes matched one to one at IoU ≥ 0.5); null with no audit"
+    )
+    span_items: int = Field(default=0, description="Entities: reviewed items with an AI proposal")
+    span_precision: float | None = Field(default=None, description="Entities: AI spans the reviewer kept")
+    span_recall: float | None = Field(default=None, description="Entities: reviewer spans the AI had")
+    span_f1: float | None = Field(
+        default=None,
+        description="Entities: micro F1 of AI vs human spans (exact start, end and label); null without spans",
+    )
+    box_items: int = Field(default=0, description="Boxes: reviewed items with an AI proposal")
+    box_mean_iou: float | None = Field(
+        default=None,
+        description="Boxes: IoU of AI and human boxes matched one to one (same label), a missed or extra box"
+        " counting 0; null without boxes",
     )
 
 
@@ -40,6 +56,10 @@ class ProjectMetricsPublic(_Public):
     project_id: str
     items_submitted: int
     proposals: dict[str, int] = Field(description="Label proposals by model")
+    leaked_proposals: dict[str, int] = Field(
+        default_factory=dict,
+        description="Proposals for items duplicating the model's training items, by `exact` or `near`",
+    )
     cost_usd: dict[str, float] = Field(description="Labeler cost by model")
     cost_usd_total: float
     cost_usd_per_final_label: float | None
@@ -55,3 +75,16 @@ class ProjectMetricsPublic(_Public):
     agreement: AgreementPublic
     model_version: int | None
     guideline_version: int | None
+
+
+class ModelVersionPublic(_Public):
+    model_config = ConfigDict(frozen=True, protected_namespaces=(), extra="ignore")
+
+    model_id: str
+    model_version: int
+    trained_on: int = Field(description="Reviewed items the version was trained on")
+    holdout_accuracy: float | None = Field(
+        description="Accuracy on held-out reviewed items; null when too few were held out"
+    )
+    train_seconds: float
+    trained_at: datetime

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from labelgate_core.bus.port import Bus
 from labelgate_core.consumer import Handler, HandlerContext, RetryPolicy
-from labelgate_core.events import Event
+from labelgate_core.events import Event, ModelUpdated
 from labelgate_core.service import Service
 from labelgate_core.store.port import Index, Store, Transaction
 from labelgate_core.topics import TOPICS
@@ -29,7 +29,7 @@ from .aggregates import (
     tracks_item,
 )
 from .collector import MetricsCollector, default_collector
-from .schemas import ProjectMetricsPublic
+from .schemas import ModelVersionPublic, ProjectMetricsPublic
 from .settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ SERIES = "series"
 """One document per exposed series: a counter's or gauge's value, or a histogram's buckets, count and sum."""
 ITEMS = "items"
 """One document per item that was routed, reviewed or finalized: its queue state and its latest review."""
+MODELS = "model_versions"
+"""One document per model version a labeler trained: its training size and holdout accuracy (learning curves)."""
 
 
 class ProjectNotFoundError(LookupError):
@@ -75,6 +77,7 @@ class MetricsService(Service):
 
     async def setup(self) -> None:
         await self.store.ensure_indexes(ITEMS, [Index(("project",))])
+        await self.store.ensure_indexes(MODELS, [Index(("project", "model_version"))])
         series = [doc async for doc in self.store.stream(SERIES, {})]
         items = [doc async for doc in self.store.stream(ITEMS, {"review": {"$exists": True}})]
         self.aggregates.load(series, items)
@@ -94,6 +97,14 @@ class MetricsService(Service):
             raise ProjectNotFoundError(project_id)
         return self.aggregates.report(project_id)
 
+    async def model_versions(self, project_id: str) -> list[ModelVersionPublic]:
+        """Every model version trained for the project, oldest first; raises ``ProjectNotFoundError`` like
+        ``report``."""
+        if project_id not in self.aggregates.projects():
+            raise ProjectNotFoundError(project_id)
+        docs = await self.store.find(MODELS, {"project": project_id}, sort=[("model_version", 1), ("_id", 1)])
+        return [ModelVersionPublic.model_validate(doc) for doc in docs]
+
     # -- the handler ---------------------------------------------------------------------------------------
 
     async def _handle(self, event: Event, ctx: HandlerContext) -> None:
@@ -111,6 +122,22 @@ class MetricsService(Service):
                 changes.append(queue_change(event.project_id, before, after))
                 if after.review is not None and after.review != before.review:
                     review_update = (event.project_id, event.item_id, after.review)
+        if isinstance(event, ModelUpdated):
+            # Keyed by the version: a redelivered event rewrites the same document.
+            await ctx.tx.update_one(
+                MODELS,
+                {"_id": json.dumps([event.project_id, event.model_id, event.model_version], ensure_ascii=False)},
+                set={
+                    "project": event.project_id,
+                    "model_id": event.model_id,
+                    "model_version": event.model_version,
+                    "trained_on": event.trained_on,
+                    "holdout_accuracy": event.holdout_accuracy,
+                    "train_seconds": event.train_seconds,
+                    "trained_at": event.occurred_at.isoformat(),
+                },
+                upsert=True,
+            )
         applied = [change for change in changes if await _write(ctx.tx, change)]
 
         def apply() -> None:

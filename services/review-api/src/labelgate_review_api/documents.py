@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from labelgate_core.events import DecisionMade, Proposal, RoutingPolicy, TaskSpec
+from labelgate_core.events import DecisionMade, Proposal, RoutingPolicy, RoutingReason, TaskSpec
 from labelgate_core.store.port import Doc
 
+from .images import image_public
 from .schemas import (
     DecisionPublic,
     ExportLine,
@@ -53,6 +54,8 @@ def proposal_doc(proposal: Proposal) -> Doc:
         "labels": list(proposal.labels),
         "confidence": proposal.confidence,
         "scores": dict(proposal.scores),
+        "spans": [span.model_dump(mode="json") for span in proposal.spans],
+        "boxes": [box.model_dump(mode="json") for box in proposal.boxes],
     }
 
 
@@ -66,31 +69,6 @@ def decision_doc(event: DecisionMade) -> Doc:
         "calibrated_confidence": event.calibrated_confidence,
         "calibration_version": event.calibration_version,
         "threshold": event.threshold,
-    }
-
-
-def task_doc(event: DecisionMade, *, now: datetime, priority: float, value: float) -> Doc:
-    """An open review task for the item ``event`` decided on. Lower priority is served first (see
-    ``priority.review_priority``); ``value`` is the expected value of the review it was derived from."""
-    return {
-        "_id": task_id_for(event.project_id, event.item_id),
-        "project_id": event.project_id,
-        "item_id": event.item_id,
-        "done": False,
-        "priority": priority,
-        "review_value": value,
-        "queued_at": iso(now),
-        "queued_ts": now.timestamp(),
-        "available_at": 0.0,
-        "lease_token": None,
-        "reviewer_id": None,
-        "lease_count": 0,
-        "proposal": proposal_doc(event.proposal),
-        "reasons": [reason.value for reason in event.reasons],
-        "decision_event_id": event.event_id,
-        "trace_id": event.trace_id,
-        "review_id": None,
-        "closed_reason": None,
     }
 
 
@@ -124,6 +102,7 @@ def item_public(doc: Doc, reviews: Sequence[Doc]) -> ItemPublic:
         item_id=doc["_id"],
         project_id=doc["project_id"],
         text=doc["text"],
+        image=image_public(doc["project_id"], doc["_id"], doc.get("image")),
         metadata=doc.get("metadata") or {},
         idempotency_key=doc["idempotency_key"],
         state=doc["state"],
@@ -132,7 +111,19 @@ def item_public(doc: Doc, reviews: Sequence[Doc]) -> ItemPublic:
         decision=DecisionPublic.model_validate(decision) if decision else None,
         reviews=[review_public(review) for review in reviews],
         final=FinalPublic.model_validate(final) if final else None,
+        earlier_finals=[FinalPublic.model_validate(earlier) for earlier in doc.get("final_history") or ()],
+        gold=doc.get("gold") is not None,
+        required_skill=doc.get("required_skill"),
     )
+
+
+def reviewer_reasons(reasons: Sequence[str]) -> list[str]:
+    """Why a task is in the queue, as its reviewer sees it: a gold item must look like any other task, so
+    ``gold`` shows as what it is to the reviewer, an audit (of their answers)."""
+    shown = [reason for reason in reasons if reason != RoutingReason.gold]
+    if len(shown) < len(reasons) and RoutingReason.audit not in shown:
+        shown.append(RoutingReason.audit.value)
+    return shown
 
 
 def leased_task(task: Doc, item: Doc, project: Doc) -> LeasedTask:
@@ -141,18 +132,21 @@ def leased_task(task: Doc, item: Doc, project: Doc) -> LeasedTask:
         project_id=task["project_id"],
         item_id=task["item_id"],
         text=item["text"],
+        image=image_public(task["project_id"], task["item_id"], item.get("image")),
         metadata=item.get("metadata") or {},
         task=TaskSpecPublic.model_validate(project["task"]),
-        guideline_version=item["guideline_version"],
+        guideline_version=task.get("guideline_version") or item["guideline_version"],
         proposal=proposal_public(task.get("proposal")),
-        reasons=task.get("reasons") or [],
+        reasons=reviewer_reasons(task.get("reasons") or ()),
+        required_skill=task.get("skill") or None,
         lease_token=task["lease_token"],
         lease_expires_at=from_epoch(task["available_at"]),
     )
 
 
 def export_line(doc: Doc) -> ExportLine:
-    return ExportLine.model_validate(doc)
+    image = image_public(doc["project_id"], doc["item_id"], doc.get("image"))
+    return ExportLine.model_validate({**doc, "image": image})
 
 
 def final_fields(labels: Sequence[str], source: str, finalized_at: datetime, **extra: Any) -> Doc:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -16,8 +16,11 @@ from labelgate_core.errors import RetriableError
 
 from .auth import ANONYMOUS, Principal
 from .errors import ApiError
+from .exports import ExportFormat
 from .schemas import (
+    AgreementPublic,
     ErrorBody,
+    GuidelinesResult,
     GuidelinesUpdate,
     HeartbeatCreate,
     ItemPage,
@@ -30,8 +33,10 @@ from .schemas import (
     ProjectCreate,
     ProjectPublic,
     ProjectStats,
+    ProjectUpdate,
     ReleaseCreate,
     ReviewCreate,
+    ReviewerPublic,
     ReviewResult,
     RoutingUpdate,
     SubmitResult,
@@ -93,11 +98,24 @@ async def get_project(project_id: str, service: ServiceDep, principal: Principal
     return await service.get_project(principal, project_id)
 
 
+@projects.patch("/{project_id}")
+async def update_project(
+    project_id: str, body: ProjectUpdate, service: ServiceDep, principal: PrincipalDep
+) -> ProjectPublic:
+    """Change the name, the data owner or the licence: only the fields given (null clears the last two)."""
+    return await service.update_project(principal, project_id, body)
+
+
 @projects.put("/{project_id}/guidelines")
 async def update_guidelines(
     project_id: str, body: GuidelinesUpdate, service: ServiceDep, principal: PrincipalDep
-) -> ProjectPublic:
-    """Replace the guidelines: the project's guideline version goes up by one."""
+) -> GuidelinesResult:
+    """Replace the guidelines: the project's guideline version goes up by one.
+
+    With ``requeue`` (`all`, or a list of label names), the items finalized under an older version (all, or
+    those whose final labels include a named one) go back to review with reason `guideline_change`; their
+    new final replaces the old, which the item keeps in `earlier_finals`. An item already in the queue is not
+    queued twice, so a retried request queues nothing new."""
     return await service.update_guidelines(principal, project_id, body)
 
 
@@ -114,6 +132,20 @@ async def project_stats(project_id: str, service: ServiceDep, principal: Princip
     return await service.stats(principal, project_id)
 
 
+@projects.get("/{project_id}/reviewers")
+async def project_reviewers(project_id: str, service: ServiceDep, principal: PrincipalDep) -> list[ReviewerPublic]:
+    """Everyone who answered review tasks in the project, with their accuracy on its gold items."""
+    return await service.reviewers(principal, project_id)
+
+
+@projects.get("/{project_id}/agreement")
+async def project_agreement(project_id: str, service: ServiceDep, principal: PrincipalDep) -> AgreementPublic:
+    """Human-vs-human agreement on overlapped items (answered by several reviewers; see the routing settings
+    `overlap_rate` and `overlap_k`): Cohen's kappa, Fleiss' kappa and Krippendorff's alpha, agreement per label,
+    and the labels whose guidelines reviewers read differently (`ambiguous_labels`)."""
+    return await service.agreement(principal, project_id)
+
+
 # -- items ---------------------------------------------------------------------------------------------------
 
 items = APIRouter(prefix="/v1/projects/{project_id}", tags=["items"], responses=_ERRORS)
@@ -122,7 +154,7 @@ items = APIRouter(prefix="/v1/projects/{project_id}", tags=["items"], responses=
 @items.post(
     "/items",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={413: {"model": ErrorBody, "description": "Too many items in one request"}},
+    responses={413: {"model": ErrorBody, "description": "Too many items, or image bytes, in one request"}},
 )
 async def submit_items(
     project_id: str, body: ItemsSubmit, service: ServiceDep, principal: PrincipalDep
@@ -154,25 +186,67 @@ async def get_item(project_id: str, item_id: str, service: ServiceDep, principal
 
 
 @items.get(
+    "/items/{item_id}/image",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/*": {}}, "description": "The uploaded image's bytes"},
+        307: {"description": "The image was given by URL: a redirect there"},
+    },
+)
+async def get_item_image(project_id: str, item_id: str, service: ServiceDep, principal: PrincipalDep) -> Response:
+    """The image of a boxes item: the uploaded bytes, or a redirect to the URL it was submitted with."""
+    where, data = await service.get_image(principal, project_id, item_id)
+    if data is None:
+        return RedirectResponse(where, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    # Uploads are content-addressed: the bytes behind an item's image never change.
+    return Response(data, media_type=where, headers={"Cache-Control": "private, max-age=86400"})
+
+
+@items.get(
     "/export.jsonl",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}, "description": "One final label per line"}},
 )
 async def export_finals(project_id: str, service: ServiceDep, principal: PrincipalDep) -> StreamingResponse:
-    """Every final label of the project as JSON lines, streamed."""
-    lines = await service.open_export(principal, project_id)
+    """Every final label of the project as JSON lines, streamed (the same as ``/export?format=jsonl``)."""
+    export = await service.open_training_export(principal, project_id, ExportFormat.jsonl)
+    return StreamingResponse(export.body, media_type=export.media_type)
 
-    async def body() -> AsyncIterator[bytes]:
-        chunk: list[str] = []
-        async for line in lines:
-            chunk.append(line.model_dump_json())
-            if len(chunk) >= 200:
-                yield ("\n".join(chunk) + "\n").encode()
-                chunk = []
-        if chunk:
-            yield ("\n".join(chunk) + "\n").encode()
 
-    return StreamingResponse(body(), media_type="application/x-ndjson")
+@items.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {}, "text/plain": {}, "application/json": {}},
+            "description": "The final labels in the format asked for, streamed",
+        },
+        400: {"model": ErrorBody, "description": "The format does not fit the project's task type"},
+    },
+)
+async def export_training_data(
+    project_id: str,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    format: Annotated[
+        ExportFormat,
+        Query(
+            description="`jsonl`: Labelgate's lines; `hf`: Hugging Face datasets-style lines (text, label or"
+            " labels, spans, boxes); `openai`: chat fine-tuning lines (system = the guidelines at the label's"
+            " guideline version, user = the item, assistant = the label as JSON); `conll`: entities as"
+            " token<TAB>BIO-tag lines; `coco`: boxes as one COCO document. The JSON-lines formats carry"
+            " `data_owner` and `license` on every line, CoNLL in `#` comments at the top, COCO in `info` and"
+            " `licenses`."
+        ),
+    ] = ExportFormat.jsonl,
+) -> StreamingResponse:
+    """Every final label of the project, for training, streamed."""
+    export = await service.open_training_export(principal, project_id, format)
+    return StreamingResponse(
+        export.body,
+        media_type=export.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{export.filename}"'},
+    )
 
 
 # -- the review queue ----------------------------------------------------------------------------------------
@@ -186,7 +260,9 @@ queue = APIRouter(prefix="/v1/projects/{project_id}", tags=["review queue"], res
     responses={204: {"description": "Nothing is waiting for review"}},
 )
 async def lease_task(project_id: str, body: LeaseCreate, service: ServiceDep, principal: PrincipalDep) -> Any:
-    """Lease the next task (least confident first, then oldest) to one reviewer until the lease expires."""
+    """Lease the next task (highest expected value of a review first, then oldest) to one reviewer until the
+    lease expires. Tasks that require a skill go only to reviewers who list it in ``skills`` (self-declared
+    until reviewers authenticate); an overlapped task is never given twice to one reviewer."""
     task = await service.queue.lease(principal, project_id, body)
     if task is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)

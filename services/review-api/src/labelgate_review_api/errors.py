@@ -70,3 +70,37 @@ class BatchTooLargeError(ApiError):
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"batch of {size} items exceeds the limit of {limit}", details={"limit": limit})
+
+
+class InvalidItemError(ApiError):
+    """An item that does not fit its project's task type (an image where none belongs, or none where one must)."""
+
+    status_code = 422
+    code = "invalid_item"
+
+
+class InvalidImageError(ApiError):
+    """An uploaded image that cannot be read, or that is not what its media type and size say."""
+
+    status_code = 422
+    code = "invalid_image"
+
+
+class ImageTooLargeError(ApiError):
+    status_code = 413
+    code = "image_too_large"
+
+
+class ImageNotFoundError(NotFoundError):
+    def __init__(self, project_id: str, item_id: str) -> None:
+        super().__init__(f"item '{item_id}' of project '{project_id}' has no image")
+
+
+class InvalidSpansError(ApiError):
+    status_code = 422
+    code = "invalid_spans"
+
+
+class InvalidBoxesError(ApiError):
+    status_code = 422
+    code = "invalid_boxes"

@@ -2,12 +2,18 @@
 
 A task is leasable when it is open and its ``available_at`` (epoch seconds) has passed: open tasks start at
 0, a lease moves it to the lease's end, a release moves it back to 0. So an abandoned lease frees itself when
-it expires, with no sweeper, and taking a lease is one atomic find-and-update."""
+it expires, with no sweeper, and taking a lease is a conditional update (open and free) of the first task the
+reviewer may take: one that needs no skill or one they declared, and, for a slot of an overlapped round (see
+``rounds``), whose other slots they neither answered nor hold. A gold item's task looks like any other.
+
+A review closes its slot; once every slot of the round is answered, the round settles (``rounds.settle_round``)
+and the item's final label is written and announced with the round's reviews."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from labelgate_core.events import (
@@ -17,16 +23,27 @@ from labelgate_core.events import (
     ReviewSubmitted,
     RoutingReason,
     TaskSpec,
-    TaskType,
     new_id,
 )
 from labelgate_core.store.port import Doc, Store
 from labelgate_core.store.retry import retry_conflicts
 
+from .annotations import (
+    Answer,
+    agrees,
+    answer_fields,
+    box_key,
+    boxes_from_docs,
+    check_answer,
+    check_labels,
+    span_key,
+    spans_from_docs,
+)
 from .auth import Principal, project_for
 from .documents import PRODUCER, final_fields, from_epoch, iso, leased_task, task_spec
-from .errors import InvalidLabelsError, LeaseLostError, TaskClosedError, TaskNotFoundError
+from .errors import LeaseLostError, TaskClosedError, TaskNotFoundError
 from .repository import ReviewWriter
+from .rounds import settle_round
 from .schemas import (
     HeartbeatCreate,
     LeaseCreate,
@@ -38,37 +55,65 @@ from .schemas import (
 )
 from .settings import ReviewApiSettings
 
-_SHOWN_LABELS = 50
+__all__ = ["ReviewQueue", "check_labels", "review_action"]
 
 
-def check_labels(spec: TaskSpec, labels: Sequence[str]) -> tuple[str, ...]:
-    """The reviewer's labels, without repeats, if the task's schema allows them; ``InvalidLabelsError`` if not.
-
-    Single-label classification takes exactly one label; the other task types take any subset of the schema
-    (the empty one included)."""
-    allowed = spec.label_names
-    unknown = [label for label in labels if label not in allowed]
-    if unknown:
-        shown = ", ".join(f"'{name}'" for name in allowed[:_SHOWN_LABELS])
-        more = f" and {len(allowed) - _SHOWN_LABELS} more" if len(allowed) > _SHOWN_LABELS else ""
-        raise InvalidLabelsError(
-            f"label '{unknown[0]}' is not in the project's labels (allowed: {shown}{more})",
-            details={"unknown": unknown, "allowed": list(allowed)},
-        )
-    unique = tuple(dict.fromkeys(labels))
-    if spec.type == TaskType.classification and len(unique) != 1:
-        raise InvalidLabelsError(
-            f"a classification task takes exactly one label, got {len(unique)}",
-            details={"allowed": list(allowed)},
-        )
-    return unique
+def review_action(spec: TaskSpec, answer: Answer, proposal: Doc | None) -> ReviewAction:
+    """``confirm`` when the reviewer's answer is the AI's (see ``annotations.agrees``), ``correct`` otherwise."""
+    return ReviewAction.confirm if agrees(spec, answer, proposal) else ReviewAction.correct
 
 
-def review_action(labels: Sequence[str], proposal: Doc | None) -> ReviewAction:
-    """``confirm`` when the reviewer's labels are the AI's (as a set), ``correct`` otherwise."""
-    if proposal is not None and set(labels) == set(proposal.get("labels") or ()):
-        return ReviewAction.confirm
-    return ReviewAction.correct
+def _repeats(review: Doc, body: ReviewCreate) -> bool:
+    """Whether ``body`` gives the answer ``review`` recorded: the same labels, spans and boxes, as sets."""
+    spans = {(s.start, s.end, s.label) for s in body.spans or ()}
+    boxes = {(b.label, b.x, b.y, b.width, b.height) for b in body.boxes or ()}
+    labels = body.labels if body.labels is not None else [label for label, *_ in boxes] + [s[2] for s in spans]
+    return (
+        set(review["labels"]) == set(labels)
+        and {span_key(s) for s in spans_from_docs(review.get("spans"))} == spans
+        and {box_key(b) for b in boxes_from_docs(review.get("boxes"))} == boxes
+    )
+
+
+def gold_score(item: Doc, labels: Sequence[str]) -> Doc:
+    """What a review records about a gold item: that it is one, and whether the answer matched (as sets)."""
+    gold = item.get("gold")
+    if gold is None:
+        return {"gold": False}
+    return {"gold": True, "gold_correct": set(labels) == set(gold["labels"])}
+
+
+def review_submitted(
+    task: Doc, item: Doc, spec: TaskSpec, review: Doc, moment: datetime, guideline_version: int
+) -> ReviewSubmitted:
+    """The announcement of one stored review (``review``) of ``task``'s item."""
+    proposal: Doc | None = task.get("proposal")
+    trace: dict[str, Any] = {"trace_id": task["trace_id"]} if task.get("trace_id") else {}
+    return ReviewSubmitted(
+        producer=PRODUCER,
+        project_id=task["project_id"],
+        item_id=task["item_id"],
+        causation_id=task.get("decision_event_id"),
+        occurred_at=moment,
+        review_id=review["_id"],
+        reviewer_id=review["reviewer_id"],
+        action=ReviewAction(review["action"]),
+        labels=tuple(review["labels"]),
+        ai_labels=tuple(proposal.get("labels") or ()) if proposal else (),
+        ai_confidence=proposal.get("confidence") if proposal else None,
+        spans=spans_from_docs(review.get("spans")),
+        ai_spans=spans_from_docs(proposal.get("spans")) if proposal else (),
+        boxes=boxes_from_docs(review.get("boxes")),
+        ai_boxes=boxes_from_docs(proposal.get("boxes")) if proposal else (),
+        decision_reasons=tuple(RoutingReason(reason) for reason in task.get("reasons") or ()),
+        text=item["text"],
+        task=spec,
+        guideline_version=guideline_version,
+        duration_s=review.get("duration_s"),
+        queued_at=task["queued_at"],
+        gold=bool(review.get("gold")),
+        **trace,
+    )
 
 
 class ReviewQueue:
@@ -92,9 +137,11 @@ class ReviewQueue:
             writer = ReviewWriter(tx)
             project = await project_for(principal, writer, project_id)
             now = self._clock()
-            task = await writer.lease_next_task(
+            task = await self._take(
+                writer,
                 project_id,
-                now=now,
+                body,
+                now,
                 set={
                     "available_at": now + seconds,
                     "lease_token": secrets.token_urlsafe(24),
@@ -108,6 +155,41 @@ class ReviewQueue:
             if item is None:
                 raise LookupError(f"task {task['_id']} refers to missing item {task['item_id']}")
             return leased_task(task, item, project)
+
+    async def _take(
+        self, writer: ReviewWriter, project_id: str, body: LeaseCreate, now: float, set: Doc
+    ) -> Doc | None:
+        """The first leasable task this reviewer may take, leased: it needs no skill or one the reviewer has, and
+        if it is one slot of an overlapped round, the reviewer has neither answered nor holds another slot."""
+        page = self._settings.lease_scan_page
+        skip = 0
+        while True:
+            candidates = await writer.leasable_tasks(project_id, now=now, skills=body.skills, skip=skip, limit=page)
+            for candidate in candidates:
+                if int(candidate.get("answers_needed") or 1) > 1 and await self._took_part(
+                    writer, candidate, body.reviewer_id, now
+                ):
+                    continue
+                taken = await writer.take_task(project_id, candidate["_id"], now=now, set=set)
+                if taken is not None:
+                    if int(taken.get("answers_needed") or 1) > 1:
+                        # Leases of two slots of one item write the item too, so that concurrent ones conflict
+                        # and the second sees the first (one reviewer never holds two slots).
+                        await writer.update_item(project_id, taken["item_id"], {"slot_leased_ts": now})
+                    return taken
+            if len(candidates) < page:
+                return None
+            skip += page
+
+    @staticmethod
+    async def _took_part(writer: ReviewWriter, task: Doc, reviewer_id: str, now: float) -> bool:
+        slots = await writer.tasks_of_group(task["project_id"], task["item_id"], task["group"])
+        return any(
+            slot["_id"] != task["_id"]
+            and slot.get("reviewer_id") == reviewer_id
+            and (slot["done"] or slot["available_at"] > now)
+            for slot in slots
+        )
 
     @retry_conflicts
     async def heartbeat(
@@ -167,28 +249,30 @@ class ReviewQueue:
             if task["available_at"] <= now:
                 raise await self._refusal(writer, project_id, task_id, body.lease_token, now)
             spec = task_spec(project)
-            labels = check_labels(spec, body.labels)
             item = await writer.get_item(project_id, task["item_id"])
             if item is None:
                 raise LookupError(f"task {task_id} refers to missing item {task['item_id']}")
-            result = await self._record(writer, task, item, spec, labels, body, now)
+            answer = check_answer(spec, body, item)
+            result = await self._record(writer, project, task, item, spec, answer, body, now)
         self._on_change(project_id)
         return result, True
 
     async def _record(
         self,
         writer: ReviewWriter,
+        project: Doc,
         task: Doc,
         item: Doc,
         spec: TaskSpec,
-        labels: tuple[str, ...],
+        answer: Answer,
         body: ReviewCreate,
         now: float,
     ) -> ReviewResult:
         project_id, item_id, task_id = task["project_id"], task["item_id"], task["_id"]
+        labels = answer.labels
         moment = from_epoch(now)
         proposal: Doc | None = task.get("proposal")
-        action = review_action(labels, proposal)
+        action = review_action(spec, answer, proposal)
         duration_s = body.duration_s
         if duration_s is None and task.get("leased_ts") is not None:
             duration_s = max(0.0, now - float(task["leased_ts"]))
@@ -202,18 +286,47 @@ class ReviewQueue:
                 "reviewer_id": body.reviewer_id,
                 "action": action.value,
                 "labels": list(labels),
+                **answer_fields(answer),
                 "created_at": iso(moment),
                 "duration_s": duration_s,
                 "lease_token": body.lease_token,
+                "group": task.get("group") or task_id,
+                "overlap": int(task.get("answers_needed") or 1) > 1,
+                **gold_score(item, labels),
             }
         )
+        await writer.note_reviewer(project_id, body.reviewer_id, at=iso(moment))
         await writer.update_task(
             project_id,
             task_id,
             where={"done": False},
             set={"done": True, "review_id": review_id, "closed_reason": "reviewed", "closed_at": iso(moment)},
         )
-        final = final_fields(labels, FinalSource.review.value, moment, review_id=review_id)
+        result = ReviewResult(
+            review_id=review_id, task_id=task_id, item_id=item_id, action=action, labels=list(labels),
+            **answer_fields(answer),
+        )
+        settled = await settle_round(writer, project, task, self._settings, now)
+        if settled is None:
+            return result  # an overlapped round still waiting for answers
+        version = int(task.get("guideline_version") or item["guideline_version"])
+        gold = item.get("gold")
+        if gold is not None:
+            answer = Answer(labels=tuple(gold["labels"]))  # a gold item's final label is its known answer
+        elif settled.consensus is not None:
+            answer = Answer(labels=settled.consensus.labels)
+        labels = answer.labels
+        extra: Doc = {"guideline_version": version, "gold": gold is not None}
+        if settled.consensus is not None:
+            extra["consensus"] = {
+                "method": settled.consensus.method.value,
+                "support": settled.consensus.support,
+                "tied": settled.consensus.tied,
+                "answers": len(settled.reviews),
+            }
+        final = final_fields(
+            labels, FinalSource.review.value, moment, review_id=review_id, **answer_fields(answer), **extra
+        )
         await writer.update_item(project_id, item_id, {"state": "final", "final": final})
         await writer.insert_final(
             {
@@ -222,48 +335,35 @@ class ReviewQueue:
                 "item_id": item_id,
                 "idempotency_key": item["idempotency_key"],
                 "text": item["text"],
+                "image": item.get("image"),
                 "metadata": item.get("metadata") or {},
                 "labels": list(labels),
+                **answer_fields(answer),
                 "source": FinalSource.review.value,
-                "guideline_version": item["guideline_version"],
+                "guideline_version": version,
                 "finalized_at": iso(moment),
                 "review_id": review_id,
+                "gold": gold is not None,
             }
         )
-        trace: dict[str, Any] = {"trace_id": task["trace_id"]} if task.get("trace_id") else {}
-        submitted = ReviewSubmitted(
-            producer=PRODUCER,
-            project_id=project_id,
-            item_id=item_id,
-            causation_id=task.get("decision_event_id"),
-            occurred_at=moment,
-            review_id=review_id,
-            reviewer_id=body.reviewer_id,
-            action=action,
-            labels=labels,
-            ai_labels=tuple(proposal.get("labels") or ()) if proposal else (),
-            ai_confidence=proposal.get("confidence") if proposal else None,
-            decision_reasons=tuple(RoutingReason(reason) for reason in task.get("reasons") or ()),
-            text=item["text"],
-            task=spec,
-            guideline_version=item["guideline_version"],
-            duration_s=duration_s,
-            queued_at=task["queued_at"],
-            **trace,
-        )
-        await writer.emit(submitted)
+        announced = [review_submitted(task, item, spec, review, moment, version) for review in settled.reviews]
+        for submitted in announced:
+            await writer.emit(submitted)
         await writer.emit(
             LabelFinalized(
                 producer=PRODUCER,
-                **submitted.caused(),
+                **announced[-1].caused(),
                 occurred_at=moment,
                 labels=labels,
+                spans=answer.spans,
+                boxes=answer.boxes,
                 source=FinalSource.review,
-                guideline_version=item["guideline_version"],
+                guideline_version=version,
                 submitted_at=item["submitted_at"],
+                gold=gold is not None,
             )
         )
-        return ReviewResult(review_id=review_id, task_id=task_id, item_id=item_id, action=action, labels=list(labels))
+        return result
 
     async def _replayed(self, writer: ReviewWriter, task: Doc, body: ReviewCreate) -> ReviewResult:
         """The stored review when ``body`` repeats it (same lease, same labels); a conflict otherwise."""
@@ -276,11 +376,12 @@ class ReviewQueue:
         same_lease = review.get("lease_token") == body.lease_token and review["reviewer_id"] == body.reviewer_id
         if not same_lease:
             raise TaskClosedError(f"task '{task['_id']}' has already been reviewed")
-        if set(review["labels"]) != set(body.labels):
+        if not _repeats(review, body):
             raise TaskClosedError(
-                f"task '{task['_id']}' has already been reviewed under this lease with different labels"
-                f" ({', '.join(review['labels']) or 'none'})",
-                details={"labels": review["labels"]},
+                f"task '{task['_id']}' has already been reviewed under this lease with a different answer"
+                f" (labels: {', '.join(review['labels']) or 'none'})",
+                details={"labels": review["labels"], "spans": review.get("spans") or [],
+                         "boxes": review.get("boxes") or []},
             )
         return ReviewResult(
             review_id=review["_id"],
@@ -288,6 +389,8 @@ class ReviewQueue:
             item_id=review["item_id"],
             action=review["action"],
             labels=review["labels"],
+            spans=review.get("spans") or [],
+            boxes=review.get("boxes") or [],
         )
 
     @staticmethod

@@ -18,6 +18,12 @@ REVIEWS = "reviews"
 FINALS = "finals"
 LABEL_COUNTS = "label_counts"
 """Final labels per project and label (the class balance the queue order uses)."""
+IMAGES = "images"
+"""Uploaded images of boxes items, one per project and content (``{project_id}/{sha256}``)."""
+REVIEWERS = "reviewers"
+"""Answers per project and reviewer."""
+
+_HISTORY_FIELDS = ("labels", "spans", "boxes", "source", "finalized_at", "guideline_version", "review_id", "gold")
 
 INDEXES: Mapping[str, Sequence[Index]] = {
     PROJECTS: (),
@@ -29,10 +35,25 @@ INDEXES: Mapping[str, Sequence[Index]] = {
     ),
     # Leasing reads open tasks of one project by (priority, age); the task id itself is derived from the
     # item, so the primary key is what keeps a repeated decision from queueing an item twice.
-    TASKS: (Index(("project_id", "done", "priority", "queued_ts")), Index(("project_id", "item_id"))),
-    REVIEWS: (Index(("task_id",), unique=True), Index(("project_id", "item_id"))),
-    FINALS: (Index(("project_id", "_id")), Index(("project_id", "source"))),
+    TASKS: (
+        Index(("project_id", "done", "priority", "queued_ts")),
+        Index(("project_id", "item_id")),
+        Index(("project_id", "item_id", "group")),
+    ),
+    REVIEWS: (
+        Index(("task_id",), unique=True),
+        Index(("project_id", "item_id")),
+        Index(("project_id", "gold")),
+        Index(("project_id", "overlap", "created_at")),
+    ),
+    FINALS: (
+        Index(("project_id", "_id")),
+        Index(("project_id", "source")),
+        Index(("project_id", "guideline_version", "_id")),
+    ),
     LABEL_COUNTS: (Index(("project_id",)),),
+    IMAGES: (Index(("project_id",)),),
+    REVIEWERS: (Index(("project_id", "reviewer_id")),),
 }
 
 
@@ -51,6 +72,9 @@ class ReviewRepository:
     async def get_project(self, project_id: str) -> Doc | None:
         return await self.db.find_one(PROJECTS, {"_id": project_id})
 
+    async def get_guideline_version(self, project_id: str, version: int) -> Doc | None:
+        return await self.db.find_one(GUIDELINES, {"project_id": project_id, "version": version})
+
     async def list_projects(self, project_ids: frozenset[str] | None) -> list[Doc]:
         """Every project, or only those in ``project_ids``."""
         if project_ids is None:
@@ -61,6 +85,11 @@ class ReviewRepository:
 
     async def get_item(self, project_id: str, item_id: str) -> Doc | None:
         return await self.db.find_one(ITEMS, {"_id": item_id, "project_id": project_id})
+
+    async def items_by_ids(self, project_id: str, item_ids: Sequence[str]) -> dict[str, Doc]:
+        """The project's items among ``item_ids``, by id (one query)."""
+        docs = await self.db.find(ITEMS, {"project_id": project_id, "_id": {"$in": list(item_ids)}})
+        return {doc["_id"]: doc for doc in docs}
 
     async def items_by_keys(self, project_id: str, keys: Sequence[str], *, chunk: int) -> dict[str, Doc]:
         """Items of the project holding any of ``keys``, by key: one query per ``chunk`` keys."""
@@ -104,6 +133,9 @@ class ReviewRepository:
     async def count_reviews(self, project_id: str) -> int:
         return await self.db.count(REVIEWS, {"project_id": project_id})
 
+    async def get_image(self, project_id: str, key: str) -> Doc | None:
+        return await self.db.find_one(IMAGES, {"_id": key, "project_id": project_id})
+
     async def count_finals(self, project_id: str, source: str) -> int:
         return await self.db.count(FINALS, {"project_id": project_id, "source": source})
 
@@ -125,6 +157,59 @@ class ReviewRepository:
 
     async def count_leased_tasks(self, project_id: str, now: float) -> int:
         return await self.db.count(TASKS, {"project_id": project_id, "done": False, "available_at": {"$gt": now}})
+
+    async def leasable_tasks(
+        self, project_id: str, *, now: float, skills: Sequence[str], skip: int, limit: int
+    ) -> list[Doc]:
+        """Open tasks nobody holds that need no skill or one of ``skills``, in lease order: lowest priority value
+        first, then oldest. An expired lease (``available_at`` in the past) counts as nobody holding it."""
+        return await self.db.find(
+            TASKS,
+            {
+                "project_id": project_id,
+                "done": False,
+                "available_at": {"$lte": now},
+                "skill": {"$in": ["", *skills]},
+            },
+            sort=[("priority", 1), ("queued_ts", 1), ("_id", 1)],
+            skip=skip,
+            limit=limit,
+        )
+
+    async def tasks_of_group(self, project_id: str, item_id: str, group: str) -> list[Doc]:
+        """The answer slots of one review round of an item (one slot unless the round is overlapped)."""
+        return await self.db.find(TASKS, {"project_id": project_id, "item_id": item_id, "group": group})
+
+    async def open_tasks_of_item(self, project_id: str, item_id: str) -> list[Doc]:
+        return await self.db.find(TASKS, {"project_id": project_id, "item_id": item_id, "done": False})
+
+    async def reviews_of_group(self, project_id: str, item_id: str, group: str) -> list[Doc]:
+        return await self.db.find(
+            REVIEWS, {"project_id": project_id, "item_id": item_id, "group": group}, sort=[("created_at", 1)]
+        )
+
+    async def gold_reviews(self, project_id: str) -> list[Doc]:
+        return await self.db.find(REVIEWS, {"project_id": project_id, "gold": True})
+
+    async def overlap_reviews(self, project_id: str, *, limit: int) -> list[Doc]:
+        """The project's latest ``limit`` answers to overlapped tasks, newest first."""
+        return await self.db.find(
+            REVIEWS, {"project_id": project_id, "overlap": True}, sort=[("created_at", -1)], limit=limit
+        )
+
+    async def finals_before(self, project_id: str, version: int, *, after: str | None, limit: int) -> list[Doc]:
+        """A page of the project's finals made under a guideline version older than ``version``, by item id."""
+        filter: dict[str, Any] = {"project_id": project_id, "guideline_version": {"$lt": version}}
+        if after is not None:
+            filter["_id"] = {"$gt": after}
+        return await self.db.find(FINALS, filter, sort=[("_id", 1)], limit=limit)
+
+    async def tasks_without_skill(self, project_id: str) -> list[Doc]:
+        """The project's open tasks queued before skills existed."""
+        return await self.db.find(TASKS, {"project_id": project_id, "done": False, "skill": {"$exists": False}})
+
+    async def list_reviewers(self, project_id: str) -> list[Doc]:
+        return await self.db.find(REVIEWERS, {"project_id": project_id}, sort=[("reviewer_id", 1)])
 
 
 class ReviewWriter(ReviewRepository):
@@ -154,18 +239,30 @@ class ReviewWriter(ReviewRepository):
     async def update_item(self, project_id: str, item_id: str, set: Mapping[str, Any]) -> bool:
         return await self.tx.update_one(ITEMS, {"_id": item_id, "project_id": project_id}, set=set)
 
+    async def put_image(self, doc: Doc) -> None:
+        """Store an uploaded image; the same bytes uploaded again (same id) leave one copy."""
+        await self.tx.update_one(IMAGES, {"_id": doc["_id"]}, set={k: v for k, v in doc.items() if k != "_id"},
+                                 upsert=True)
+
     async def insert_task(self, doc: Doc) -> None:
         await self.tx.insert(TASKS, doc)
 
-    async def lease_next_task(self, project_id: str, *, now: float, set: Mapping[str, Any]) -> Doc | None:
-        """Atomically take the first open task nobody holds: lowest priority value first, then oldest. An
-        expired lease (``available_at`` in the past) counts as nobody holding it, so no sweeper is needed."""
+    async def take_task(self, project_id: str, task_id: str, *, now: float, set: Mapping[str, Any]) -> Doc | None:
+        """Lease the task if it is still open and nobody holds it; the task as leased, or None."""
         return await self.tx.find_one_and_update(
             TASKS,
-            {"project_id": project_id, "done": False, "available_at": {"$lte": now}},
-            sort=[("priority", 1), ("queued_ts", 1), ("_id", 1)],
+            {"_id": task_id, "project_id": project_id, "done": False, "available_at": {"$lte": now}},
             set=set,
             inc={"lease_count": 1},
+        )
+
+    async def note_reviewer(self, project_id: str, reviewer_id: str, *, at: str) -> None:
+        await self.tx.update_one(
+            REVIEWERS,
+            {"_id": f"{project_id}/{reviewer_id}"},
+            set={"project_id": project_id, "reviewer_id": reviewer_id, "last_review_at": at},
+            inc={"reviews": 1},
+            upsert=True,
         )
 
     async def update_task(
@@ -180,14 +277,31 @@ class ReviewWriter(ReviewRepository):
         await self.tx.insert(REVIEWS, doc)
 
     async def insert_final(self, doc: Doc) -> None:
-        """Store the item's final label and count it in the project's class balance."""
-        await self.tx.insert(FINALS, doc)
-        for label in dict.fromkeys(doc["labels"]):
+        """Store the item's final label and count it in the project's class balance. A re-reviewed item's new
+        final replaces its old one, which moves to the item's ``final_history``."""
+        project_id = doc["project_id"]
+        old = await self.tx.find_one(FINALS, {"_id": doc["_id"], "project_id": project_id})
+        if old is None:
+            await self.tx.insert(FINALS, doc)
+        else:
+            await self.tx.update_one(
+                FINALS, {"_id": doc["_id"], "project_id": project_id}, set={k: v for k, v in doc.items() if k != "_id"}
+            )
+            await self._count_labels(project_id, old["labels"], -1)
+            item = await self.get_item(project_id, doc["_id"])
+            if item is not None:
+                earlier = {name: old[name] for name in _HISTORY_FIELDS if name in old}
+                history = [*(item.get("final_history") or []), earlier]
+                await self.update_item(project_id, doc["_id"], {"final_history": history})
+        await self._count_labels(project_id, doc["labels"], 1)
+
+    async def _count_labels(self, project_id: str, labels: Sequence[str], by: int) -> None:
+        for label in dict.fromkeys(labels):
             await self.tx.update_one(
                 LABEL_COUNTS,
-                {"_id": f"{doc['project_id']}/{label}"},
-                set={"project_id": doc["project_id"], "label": label},
-                inc={"count": 1},
+                {"_id": f"{project_id}/{label}"},
+                set={"project_id": project_id, "label": label},
+                inc={"count": by},
                 upsert=True,
             )
 

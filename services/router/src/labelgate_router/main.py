@@ -1,4 +1,5 @@
-"""The router's composition root: wires adapters from settings and serves its operational endpoints."""
+"""The router's composition root: wires adapters from settings and serves its operational endpoints and its
+read API (systematic errors)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from labelgate_core.observability import configure_logging
 from labelgate_core.settings import CoreSettings
 from labelgate_core.store.port import Store
 
+from .endpoints import router_api
 from .service import RouterService
 from .settings import RouterSettings
 
@@ -27,7 +29,10 @@ def create_app() -> FastAPI:
     core = CoreSettings()
     bus = make_bus(core)
     retry = RetryPolicy(max_attempts=core.consumer_max_attempts)
-    return ops_app("labelgate-router", bus, [build_router(bus, make_store(core, "router"), retry=retry)])
+    service = build_router(bus, make_store(core, "router"), retry=retry)
+    app = ops_app("labelgate-router", bus, [service])
+    app.include_router(router_api(service))
+    return app
 
 
 def cli() -> None:

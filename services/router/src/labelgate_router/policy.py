@@ -46,12 +46,20 @@ def decide(
     routing: RoutingPolicy,
     draw: float,
     calibration: ProjectCalibration | None = None,
+    *,
+    gold: bool = False,
+    unreliable: frozenset[str] = frozenset(),
 ) -> Decision:
-    """Subjective tasks, invalid model output, ensemble disagreement and unscored proposals always go to a
+    """Gold items (checks of the reviewers, whose answer only the review API knows) are never auto-accepted.
+    Subjective tasks, invalid model output, ensemble disagreement and unscored proposals always go to a
     human; a scored proposal is auto-accepted when its calibrated confidence reaches the threshold (the
     project's, or the one derived for its target precision), except for a random audit share of those, which a
-    human checks. Without a ``calibration`` the raw confidence is taken as calibrated."""
+    human checks. With ``routing.exclude_unreliable_labels``, a scored proposal of a label in ``unreliable``
+    (labels the AI is consistently wrong on) goes to a human too. Without a ``calibration`` the raw confidence
+    is taken as calibrated."""
     review = DecisionOutcome.needs_review
+    if gold:
+        return Decision(review, (RoutingReason.gold,))
     if task.subjective:
         return Decision(review, (RoutingReason.subjective,))
     if proposal.invalid:
@@ -64,6 +72,9 @@ def decide(
     label = proposal.labels[0] if proposal.labels else None
     calibrated = calibration.calibrate(proposal.confidence, label) if calibration else proposal.confidence
     threshold = applicable_threshold(routing, calibration, label)
+    if routing.exclude_unreliable_labels and any(name in unreliable for name in proposal.labels):
+        # The AI is consistently wrong on this label (from reviewed outcomes): no confidence makes up for it.
+        return Decision(review, (RoutingReason.unreliable_label,), calibrated, threshold)
     if threshold is None or calibrated < threshold:
         return Decision(review, (RoutingReason.low_confidence,), calibrated, threshold)
     if draw < routing.audit_rate:

@@ -16,5 +16,14 @@ class RouterSettings(BaseSettings):
     calibration_every_outcomes: int = Field(default=50, ge=1)
     calibration_interval_s: float = Field(default=30.0, gt=0)
     calibration_min_samples: int = Field(default=30, ge=2)
+    # A predicted label is unreliable (``exclude_unreliable_labels`` sends it to review) once it has this many
+    # reviewed outcomes and the upper confidence bound of the AI's accuracy on it is below the bar.
+    unreliable_min_support: int = Field(default=20, ge=1)
+    unreliable_min_accuracy: float = Field(default=0.8, gt=0, le=1)
+    # Label-issue search over final labels: how often, from how many finals on, and how many items at most are
+    # sent back to review per project and run.
+    label_issue_interval_s: float = Field(default=300.0, gt=0)
+    label_issue_min_finals: int = Field(default=100, ge=2)
+    label_issue_max_per_run: int = Field(default=20, ge=0)
     host: str = "127.0.0.1"
     port: int = 8002

@@ -12,7 +12,8 @@ from .pricing import Usage
 @dataclass(frozen=True, slots=True)
 class ChatCall:
     model: str
-    messages: tuple[dict[str, str], ...]
+    messages: tuple[dict[str, Any], ...]
+    """Chat messages; a message's ``content`` is text, or a list of parts (text and ``image_url``)."""
     response_format: dict[str, Any] | None = None
     temperature: float = 0.0
     max_tokens: int = 200

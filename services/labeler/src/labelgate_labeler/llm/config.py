@@ -77,10 +77,24 @@ class LLMProviderConfig(BaseModel):
 
 
 class ProjectLLMConfig(BaseModel):
-    """Per-project overrides, keyed by project id in the labeler's settings."""
+    """Per-project overrides, keyed by project id in the labeler's settings.
+
+    A project can have an endpoint of its own (``base_url``, ``api_key``: its own account, its own vLLM
+    server), used with ``model`` for its items. The key is a ``SecretStr``: it is never logged nor put on an
+    event, and it only leaves the labeler in the ``Authorization`` header of that endpoint's calls. The override
+    applies to every language-model provider the labeler runs (each member of an ensemble calls it)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str | None = None
+    base_url: str | None = None
+    """The project's own OpenAI-compatible endpoint; None keeps the provider's."""
+    api_key: SecretStr | None = None
+    """The key for the project's endpoint (with ``base_url``), or for the provider's endpoint on the project's
+    own account (without); None keeps the provider's key."""
+
+    @property
+    def own_endpoint(self) -> bool:
+        return self.base_url is not None or self.api_key is not None
     budget_usd_per_day: Annotated[float, Field(ge=0)] | None = None
     few_shot: Annotated[int, Field(ge=0, le=50)] | None = None

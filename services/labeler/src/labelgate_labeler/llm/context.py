@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labelgate_core.events import TaskSpec
+from labelgate_core.events import Span, TaskSpec
 from labelgate_core.store.port import Store
 
 from .fewshot import FewShotBank
@@ -30,7 +30,10 @@ class StoreContext:
         allowed = set(task.label_names)
         chosen = await self.bank.select(project_id, task.type.value, text, k * 2 if k else 0)
         # Examples labeled under an older label set would teach labels the schema no longer has.
-        return [e for e in chosen if all(label in allowed for label in e.labels)][:k]
+        return [
+            e for e in chosen
+            if all(label in allowed for label in e.labels) and all(s.label in allowed for s in e.spans)
+        ][:k]
 
     async def _load(self, project_id: str, task_type: str) -> Sequence[Example]:
         docs = await self._store.find(
@@ -38,6 +41,11 @@ class StoreContext:
             sort=[("first_reviewed_ts", 1), ("_id", 1)],
         )
         return [
-            Example(str(doc["text"]), tuple(str(x) for x in doc["labels"]), doc.get("action") == "correct")
+            Example(
+                str(doc["text"]),
+                tuple(str(x) for x in doc["labels"]),
+                doc.get("action") == "correct",
+                spans=tuple(Span.model_validate(x) for x in doc.get("spans") or ()),
+            )
             for doc in docs
         ]

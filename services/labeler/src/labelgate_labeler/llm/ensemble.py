@@ -23,9 +23,10 @@ class EnsembleResult:
 
 
 def combine(members: Sequence[Proposal], *, model_id: str) -> EnsembleResult:
-    """The label set most members proposed. Members with no labels and no error abstain (a local model
-    before its first training); an invalid member counts as a dissent. ``agreement`` is the share of voting
-    members that proposed the chosen set; the combined confidence is the lowest among those that agree."""
+    """The label set (and spans, for entities) most members proposed. Members with no labels and no error
+    abstain (a local model before its first training); an invalid member counts as a dissent. ``agreement``
+    is the share of voting members that proposed the chosen set; the combined confidence is the lowest among
+    those that agree."""
     voters = [m for m in members if m.invalid or m.labels]
     cost = sum(m.cost_usd for m in members)
     tokens = {
@@ -44,20 +45,29 @@ def combine(members: Sequence[Proposal], *, model_id: str) -> EnsembleResult:
         return EnsembleResult(
             Proposal(**common, labels=(), confidence=None, invalid=invalid, error=error), tuple(members), None
         )
-    counts = Counter(frozenset(m.labels) for m in valid)
+    counts = Counter(_answer(m) for m in valid)
     best, _ = max(counts.items(), key=lambda kv: (kv[1], -_first_index(valid, kv[0])))
-    agreeing = [m for m in valid if frozenset(m.labels) == best]
+    agreeing = [m for m in valid if _answer(m) == best]
     agreement = len(agreeing) / len(voters)
     confidences = [m.confidence for m in agreeing]
     confidence = None if any(c is None for c in confidences) else min(c for c in confidences if c is not None)
-    labels = agreeing[0].labels
-    return EnsembleResult(
-        Proposal(**common, labels=labels, confidence=confidence, agreement=agreement), tuple(members), agreement
-    )
+    first = agreeing[0]
+    combined = Proposal(**common, labels=first.labels, confidence=confidence, agreement=agreement,
+                        spans=first.spans, boxes=first.boxes)
+    return EnsembleResult(combined, tuple(members), agreement)
 
 
-def _first_index(members: Sequence[Proposal], labels: frozenset[str]) -> int:
-    return next(i for i, m in enumerate(members) if frozenset(m.labels) == labels)
+_Answer = tuple[frozenset[str], frozenset[tuple[int, int, str]]]
+
+
+def _answer(member: Proposal) -> _Answer:
+    """What members must share to agree: the label set, and for entities the spans (offsets and type). Boxes
+    agree by their labels (pixel coordinates of two models never match exactly)."""
+    return frozenset(member.labels), frozenset((s.start, s.end, s.label) for s in member.spans)
+
+
+def _first_index(members: Sequence[Proposal], answer: _Answer) -> int:
+    return next(i for i, m in enumerate(members) if _answer(m) == answer)
 
 
 class EnsembleProvider:

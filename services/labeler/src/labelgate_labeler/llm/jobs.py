@@ -165,7 +165,7 @@ class RemoteLabeling:
         if not isinstance(item, ItemSubmitted):
             raise PermanentError(f"a labeling job holds {item.event_type}, not item.submitted")
         request = LabelRequest(project_id=item.project_id, item_id=item.item_id, text=item.text, task=item.task,
-                               guideline_version=item.guideline_version)
+                               guideline_version=item.guideline_version, image=item.image)
         members: tuple[Proposal, ...] = ()
         agreement: float | None = None
         started = time.perf_counter()
@@ -232,5 +232,6 @@ class RemoteLabeling:
                 submitted_at=item.occurred_at,
                 members=members,
                 agreement=agreement,
+                gold=item.gold,
             )
             await tx.add_outbox(event.topic, event.key, encode(event), headers_for(event))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -39,6 +40,21 @@ def _per_second(per_minute: float) -> AsyncLimiter:
     return AsyncLimiter(1, 60.0 / per_minute)
 
 
-def estimate_tokens(messages: tuple[dict[str, str], ...], max_output_tokens: int) -> int:
+IMAGE_TOKENS = 1_000
+"""What one image part is counted as: vision endpoints bill a few hundred to a few thousand tokens each."""
+
+
+def estimate_tokens(messages: tuple[dict[str, Any], ...], max_output_tokens: int) -> int:
     """About four characters a token: enough to pace a tokens-per-minute budget without a tokenizer."""
-    return sum(len(m.get("content", "")) for m in messages) // 4 + max_output_tokens
+    chars = images = 0
+    for message in messages:
+        content = message.get("content") or ""
+        if isinstance(content, str):
+            chars += len(content)
+            continue
+        for part in content:
+            if part.get("type") == "image_url":
+                images += 1
+            else:
+                chars += len(str(part.get("text", "")))
+    return chars // 4 + images * IMAGE_TOKENS + max_output_tokens
