@@ -47,7 +47,17 @@ from .observe import (
     read_events,
 )
 from .processes import GROUPS, Cluster
-from .workload import Project, all_decided, all_final, corpus, create_project, review_queue, submit, until
+from .workload import (
+    Project,
+    all_decided,
+    all_final,
+    corpus,
+    create_project,
+    review_queue,
+    submit,
+    until,
+    until_all_decided,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -167,7 +177,7 @@ async def test_the_router_killed_ten_times_while_items_flow_decides_each_item_on
         for chunk in chunks:
             await submit(client, project, chunk)
         await asyncio.to_thread(router.wait_ready)
-        await until(lambda: all_decided(client, project), "every item is decided after the last restart")
+        await until_all_decided(client, project, "every item is decided after the last restart")
     elapsed = time.monotonic() - started
 
     assert len(project.gold) == KILL_ITEMS

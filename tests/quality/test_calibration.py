@@ -196,3 +196,26 @@ def test_project_calibration_with_few_outcomes_is_identity() -> None:
     assert project.per_label == {}
     assert project.calibrate(0.42, "a") == pytest.approx(0.42)
     assert project.threshold is None
+
+
+def test_a_bounded_calibration_trusts_a_step_only_as_far_as_its_outcomes_go() -> None:
+    rng = np.random.default_rng(3)
+    # Many outcomes at high confidence (right 99%), a few at 0.7 that all happen to be right.
+    high = rng.uniform(0.9, 1.0, 400)
+    high_right = rng.random(400) < 0.99
+    low = rng.uniform(0.3, 0.6, 200)
+    low_right = rng.random(200) < 0.5
+    lucky = np.full(6, 0.7)
+    conf = np.r_[high, low, lucky]
+    right = np.r_[high_right, low_right, np.ones(6, dtype=bool)]
+    plain = fit_calibrator(conf, right)
+    bounded = fit_calibrator(conf, right, bound_level=0.95)
+    assert bounded.fitted
+    assert plain(0.7) >= 0.9  # six lucky outcomes read as near certainty
+    assert bounded(0.7) < 0.9  # their lower bound does not
+    assert bounded(0.95) == pytest.approx(0.975, abs=0.02)  # 400 outcomes: the bound is close to the rate
+    grid = np.linspace(0.0, 1.0, 101)
+    assert np.all(np.diff(bounded.predict(grid)) >= 0)  # still monotone
+    assert np.all(bounded.predict(grid) <= plain.predict(grid) + 1e-9)
+    restored = Calibrator.from_dict(bounded.to_dict())
+    assert restored(0.7) == pytest.approx(bounded(0.7))

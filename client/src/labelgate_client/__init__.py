@@ -2,10 +2,13 @@
 
 from .client import LabelgateAPIError, LabelgateClient
 from .models import (
+    Box,
     Decision,
     Final,
     FinalBySource,
     FinalLabel,
+    Image,
+    ImageIn,
     Item,
     ItemIn,
     ItemPage,
@@ -25,10 +28,13 @@ from .models import (
 )
 
 __all__ = [
+    "Box",
     "Decision",
     "Final",
     "FinalBySource",
     "FinalLabel",
+    "Image",
+    "ImageIn",
     "Item",
     "ItemIn",
     "ItemPage",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from .models import (
+    Box,
     FinalLabel,
     Item,
     ItemIn,
@@ -286,20 +287,24 @@ class LabelgateClient:
         task_id: str,
         lease_token: str,
         reviewer_id: str,
-        labels: Sequence[str],
+        labels: Sequence[str] | None = None,
         duration_s: float | None = None,
         spans: Sequence[Span | Mapping[str, Any]] | None = None,
+        boxes: Sequence[Box | Mapping[str, Any]] | None = None,
     ) -> Review:
-        """Review a leased task; its labels (and, for entity projects, its ``spans``) become the item's final
-        label. Retried safely: the server returns the review it already recorded under this lease."""
-        body: dict[str, Any] = {"lease_token": lease_token, "reviewer_id": reviewer_id, "labels": list(labels)}
+        """Review a leased task: ``labels`` for classification projects, ``spans`` for entities projects and
+        ``boxes`` for boxes projects (their labels are those of the spans or boxes, so ``labels`` can be left
+        out). The answer becomes the item's final label. Retried safely: the server returns the review it
+        already recorded under this lease."""
+        body: dict[str, Any] = {"lease_token": lease_token, "reviewer_id": reviewer_id}
+        if labels is not None:
+            body["labels"] = list(labels)
         if duration_s is not None:
             body["duration_s"] = duration_s
         if spans is not None:
-            body["spans"] = [
-                span.model_dump(mode="json", exclude_none=True) if isinstance(span, Span) else dict(span)
-                for span in spans
-            ]
+            body["spans"] = [_span_body(span) for span in spans]
+        if boxes is not None:
+            body["boxes"] = [_box_body(box) for box in boxes]
         response = await self._send(
             "POST",
             f"/v1/projects/{_segment(project_id)}/tasks/{_segment(task_id)}/review",
@@ -307,6 +312,15 @@ class LabelgateClient:
             idempotent=True,
         )
         return Review.model_validate_json(response.content)
+
+    async def image(self, project_id: str, item_id: str) -> tuple[bytes, str]:
+        """A boxes item's image: its bytes and media type (an image given by URL is fetched from there)."""
+        path = f"/v1/projects/{_segment(project_id)}/items/{_segment(item_id)}/image"
+        response = await self._send("GET", path, idempotent=True)
+        if response.is_redirect and "location" in response.headers:
+            response = await self._http.get(response.headers["location"])  # another host: no API error body
+            response.raise_for_status()
+        return response.content, response.headers.get("content-type", "").split(";")[0].strip()
 
     # -- operations ----------------------------------------------------------------------------------------
 
@@ -325,3 +339,17 @@ class LabelgateClient:
         except httpx.TransportError:
             return False
         return response.status_code == 200
+
+
+def _span_body(span: Span | Mapping[str, Any]) -> dict[str, Any]:
+    """What a review says of a span: its place and label (and its text, which the server checks, if known)."""
+    given = span.model_dump(mode="json") if isinstance(span, Span) else dict(span)
+    body = {key: given[key] for key in ("start", "end", "label")}
+    if given.get("text"):
+        body["text"] = given["text"]
+    return body
+
+
+def _box_body(box: Box | Mapping[str, Any]) -> dict[str, Any]:
+    given = box.model_dump(mode="json") if isinstance(box, Box) else dict(box)
+    return {key: given[key] for key in ("label", "x", "y", "width", "height")}

@@ -3,6 +3,7 @@ server does not break an older client."""
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any, Literal
 
@@ -52,13 +53,33 @@ class Project(Model):
     updated_at: datetime
 
 
+class ImageIn(Model):
+    """The image of a boxes item: a ``url`` with its ``width`` and ``height``, or uploaded bytes (``from_bytes``)."""
+
+    url: str | None = None
+    data_base64: str | None = None
+    media_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, media_type: str, *, width: int | None = None, height: int | None = None
+    ) -> ImageIn:
+        """An upload; the server reads the size from the image (and checks ``width``/``height`` if given)."""
+        encoded = base64.b64encode(data).decode("ascii")
+        return cls(data_base64=encoded, media_type=media_type, width=width, height=height)
+
+
 class ItemIn(Model):
     """An item to submit. Give an ``idempotency_key`` to make resubmission safe; the client fills one in
-    when it is missing, so its own retries never create an item twice."""
+    when it is missing, so its own retries never create an item twice. The items of a boxes project carry an
+    ``image`` (their ``text`` may then be empty)."""
 
-    text: str
+    text: str = ""
     idempotency_key: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    image: ImageIn | None = None
 
 
 class SubmittedItem(Model):
@@ -83,6 +104,28 @@ class Span(Model):
     confidence: float | None = None
 
 
+class Box(Model):
+    """A bounding box in pixels of the item's image: top-left corner, width and height."""
+
+    label: str
+    x: float
+    y: float
+    width: float
+    height: float
+    confidence: float | None = None
+
+
+class Image(Model):
+    """An item's image; ``href`` is the API path that serves it (``LabelgateClient.image`` reads it)."""
+
+    url: str | None = None
+    blob_id: str | None = None
+    width: int
+    height: int
+    media_type: str
+    href: str
+
+
 class Proposal(Model):
     model_id: str
     model_version: int
@@ -90,6 +133,7 @@ class Proposal(Model):
     confidence: float | None = None
     scores: dict[str, float] = Field(default_factory=dict)
     spans: list[Span] = Field(default_factory=list)
+    boxes: list[Box] = Field(default_factory=list)
 
 
 class Decision(Model):
@@ -110,6 +154,7 @@ class ReviewRecord(Model):
     created_at: datetime
     duration_s: float | None = None
     spans: list[Span] = Field(default_factory=list)
+    boxes: list[Box] = Field(default_factory=list)
 
 
 class Final(Model):
@@ -117,12 +162,14 @@ class Final(Model):
     source: FinalSource
     finalized_at: datetime
     spans: list[Span] = Field(default_factory=list)
+    boxes: list[Box] = Field(default_factory=list)
 
 
 class Item(Model):
     item_id: str
     project_id: str
     text: str
+    image: Image | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str
     state: ItemState
@@ -161,6 +208,7 @@ class Task(Model):
     project_id: str
     item_id: str
     text: str
+    image: Image | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     task: TaskSpec
     guideline_version: int
@@ -183,13 +231,17 @@ class Review(Model):
     action: ReviewAction
     labels: list[str]
     spans: list[Span] = Field(default_factory=list)
+    boxes: list[Box] = Field(default_factory=list)
 
 
 class FinalLabel(Model):
     item_id: str
     idempotency_key: str
     text: str
+    image: Image | None = None
     labels: list[str]
+    spans: list[Span] = Field(default_factory=list)
+    boxes: list[Box] = Field(default_factory=list)
     source: FinalSource
     guideline_version: int
     metadata: dict[str, Any] = Field(default_factory=dict)

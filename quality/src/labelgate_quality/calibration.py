@@ -117,8 +117,14 @@ def fit_calibrator(
     method: Method | Literal["isotonic", "platt"] = Method.isotonic,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     min_per_outcome: int = DEFAULT_MIN_PER_OUTCOME,
+    bound_level: float | None = None,
 ) -> Calibrator:
-    """Fit raw confidence → P(correct) on reviewed outcomes; the identity when there are too few of them."""
+    """Fit raw confidence → P(correct) on reviewed outcomes; the identity when there are too few of them.
+
+    With ``bound_level`` (isotonic only), each step of the curve is the one-sided Wilson lower bound, at that
+    level, of the accuracy of the outcomes it pools, instead of their plain accuracy: a step resting on a
+    handful of outcomes, all right by luck, no longer reads as certainty. The curve trusts itself as far as
+    its data goes."""
     raw = _as_confidence(confidence)
     outcomes = _as_outcomes(correct, raw.size)
     n = int(raw.size)
@@ -134,6 +140,9 @@ def fit_calibrator(
     if method is Method.isotonic:
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
         iso.fit(raw, outcomes.astype(np.float64))
+        if bound_level is not None:
+            x_knots, y_knots = _bounded_steps(raw, outcomes, np.asarray(iso.predict(raw)), bound_level)
+            return Calibrator(method=Method.isotonic, n_samples=n, x=x_knots, y=y_knots)
         return Calibrator(
             method=Method.isotonic,
             n_samples=n,
@@ -153,6 +162,28 @@ def fit_calibrator(
     return Calibrator(n_samples=n)
 
 
+def _bounded_steps(
+    raw: FloatArray, outcomes: NDArray[np.bool_], fitted: FloatArray, level: float
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Knots of the isotonic curve with each step (a run of equal fitted values, in confidence order) lowered to
+    the Wilson lower bound of its outcomes' accuracy, then made non-decreasing again (a running maximum)."""
+    order = np.argsort(raw, kind="stable")
+    conf, right, value = raw[order], outcomes[order].astype(np.float64), fitted[order]
+    starts = np.flatnonzero(np.r_[True, value[1:] != value[:-1]])
+    ends = np.r_[starts[1:], conf.size]
+    successes = np.add.reduceat(right, starts)
+    lower = np.maximum.accumulate(proportion_lower_bound(successes, ends - starts, level))
+    x: list[float] = []
+    y: list[float] = []
+    for start, end, bound in zip(starts, ends, lower, strict=True):
+        for edge in (float(conf[start]), float(conf[end - 1])):
+            if x and edge <= x[-1]:
+                edge = np.nextafter(x[-1], np.inf)  # np.interp needs increasing knots
+            x.append(float(edge))
+            y.append(float(bound))
+    return tuple(x), tuple(y)
+
+
 def out_of_fold_calibrated(
     confidence: ArrayLike,
     correct: ArrayLike,
@@ -162,6 +193,7 @@ def out_of_fold_calibrated(
     min_samples: int = DEFAULT_MIN_SAMPLES,
     min_per_outcome: int = DEFAULT_MIN_PER_OUTCOME,
     seed: int = 0,
+    bound_level: float | None = None,
 ) -> FloatArray:
     """Each item's calibrated confidence from a calibrator fitted without it (stratified k-fold).
 
@@ -174,11 +206,12 @@ def out_of_fold_calibrated(
     k = min(folds, smallest)
     if k < 2:
         return fit_calibrator(raw, outcomes, method=method, min_samples=min_samples,
-                              min_per_outcome=min_per_outcome).predict(raw)
+                              min_per_outcome=min_per_outcome, bound_level=bound_level).predict(raw)
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for train, test in splitter.split(raw.reshape(-1, 1), outcomes):
         calibrator = fit_calibrator(
-            raw[train], outcomes[train], method=method, min_samples=min_samples, min_per_outcome=min_per_outcome
+            raw[train], outcomes[train], method=method, min_samples=min_samples, min_per_outcome=min_per_outcome,
+            bound_level=bound_level,
         )
         out[test] = calibrator.predict(raw[test])
     return out
@@ -379,14 +412,16 @@ def fit_project_calibration(
     confidence_level: float = 0.95,
     bound: BoundMethod | Literal["wilson", "beta"] = BoundMethod.wilson,
     n_bins: int = 10,
+    bound_level: float | None = None,
 ) -> ProjectCalibration:
     """Fit the project calibrator and, for each label with at least ``min_label_samples`` outcomes (default:
     ``min_samples``), a label calibrator; with a ``target_precision``, choose thresholds on out-of-fold
-    calibrated confidences (a label's from its own outcomes, only when its calibrator was fitted)."""
+    calibrated confidences (a label's from its own outcomes, only when its calibrator was fitted). With
+    ``bound_level``, every isotonic curve is made of lower confidence bounds (see ``fit_calibrator``)."""
     min_label = min_samples if min_label_samples is None else min_label_samples
     conf = np.array([o.confidence for o in outcomes], dtype=np.float64)
     right = np.array([o.correct for o in outcomes], dtype=bool)
-    kwargs: dict[str, Any] = {"method": method, "min_per_outcome": min_per_outcome}
+    kwargs: dict[str, Any] = {"method": method, "min_per_outcome": min_per_outcome, "bound_level": bound_level}
     overall = fit_calibrator(conf, right, min_samples=min_samples, **kwargs)
     oof = out_of_fold_calibrated(conf, right, min_samples=min_samples, **kwargs) if overall.fitted else conf
 

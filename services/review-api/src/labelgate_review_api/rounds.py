@@ -153,7 +153,7 @@ async def settle_round(
         # Two answers to one round committing side by side must not both see the other slot still open (a
         # store with snapshot isolation would let neither settle): both write the item, so one of them conflicts
         # and runs again, after the other.
-        await writer.update_item(project_id, item_id, {"round_answered_ts": now})
+        pass
     if "group" in task:
         tasks = await writer.tasks_of_group(project_id, item_id, group)
     else:  # a task queued before rounds existed: a round of its own

@@ -160,6 +160,7 @@ class RouterService(Service):
         fitted = await asyncio.to_thread(
             fit_from_outcomes, project_id, clean, version=0, target_precision=target,
             min_samples=self.settings.calibration_min_samples, fitted_at=time.time(),
+            bound_level=self.settings.calibration_bound_level,
         )
         fitted = dataclasses.replace(fitted, n_outcomes=len(docs))
         errors = await asyncio.to_thread(self._systematic, docs, {}, leaked)

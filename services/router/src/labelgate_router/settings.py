@@ -16,6 +16,9 @@ class RouterSettings(BaseSettings):
     calibration_every_outcomes: int = Field(default=50, ge=1)
     calibration_interval_s: float = Field(default=30.0, gt=0)
     calibration_min_samples: int = Field(default=30, ge=2)
+    # Each step of the isotonic calibration curve is the lower confidence bound (at this level) of its outcomes'
+    # accuracy, so that a step resting on few outcomes does not read as certainty; None: the plain accuracy.
+    calibration_bound_level: float | None = Field(default=None, ge=0.5, lt=1.0)
     # A predicted label is unreliable (``exclude_unreliable_labels`` sends it to review) once it has this many
     # reviewed outcomes and the upper confidence bound of the AI's accuracy on it is below the bar.
     unreliable_min_support: int = Field(default=20, ge=1)
