@@ -133,3 +133,9 @@ def test_the_openapi_document_describes_the_review_api() -> None:
     assert "post" in paths["/v1/projects"]
     assert "post" in paths["/v1/projects/{project_id}/items"]
     assert {"/healthz", "/readyz", "/metrics"} <= set(paths)
+    # Entities and boxes: images are uploaded with items and served back; reviews answer with spans or boxes.
+    assert "get" in paths["/v1/projects/{project_id}/items/{item_id}/image"]
+    schemas = document["components"]["schemas"]
+    assert {"data_base64", "url", "media_type", "width", "height"} <= set(schemas["ImageCreate"]["properties"])
+    assert {"labels", "spans", "boxes"} <= set(schemas["ReviewCreate"]["properties"])
+    assert {"spans", "boxes"} <= set(schemas["ProposalPublic"]["properties"])

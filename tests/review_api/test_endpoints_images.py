@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from labelgate_core.bus.memory import MemoryBus
 from labelgate_core.events import ItemSubmitted
@@ -260,3 +261,16 @@ async def test_the_image_bytes_of_one_request_are_limited(api: httpx.AsyncClient
     assert response.status_code == 413, response.text
     assert response.json()["error"]["code"] == "image_too_large"
     assert "send fewer items per request" in response.json()["error"]["message"]
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+async def test_an_image_of_too_many_pixels_is_refused(api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A few kilobytes of PNG can declare billions of pixels; the limit is Pillow's (lowered here to keep it small).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 48 - 1)
+    await create_pets(api)
+
+    response = await api.post("/v1/projects/pets/items", json={"items": [{"image": upload(PNG)}]})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_image"
+    assert "too large to decode safely (64x48 pixels)" in response.json()["error"]["message"]

@@ -134,17 +134,17 @@ def _short(value: object) -> str:
 
 def _baselines_table(data: dict[str, Any]) -> Table:
     compared = data["baselines"]
-    price = compared["price_model"]["description"]
-    table = Table(title=f"Against the baselines ({price})")
-    for column in ("", "reviewed", "quality", "cost per label", "saved vs all-human"):
-        table.add_column(column)
+    metrics = list(compared["gate"]["quality"])
+    table = Table(title=f"Against the baselines ({compared['price_model']['description']})")
+    for column in ("", "reviewed", *(m.replace("_", " ") for m in metrics), "$/label", "saved"):
+        table.add_column(column, justify="left" if not column else "right")
     for name in ("gate", "all_human", "ai_only", "random_review"):
         row = compared[name]
-        cost = row["cost_per_label_usd"]
-        saved = row["savings_vs_all_human"]
+        cost, saved = row["cost_per_label_usd"], row["savings_vs_all_human"]
         table.add_row(
-            name.replace("_", " "), str(row["reviewed"]), _short(row["quality"]),
-            "" if cost is None else f"${cost:.4f}", "" if saved is None else f"{saved:.0%}",
+            name.replace("_", " "), str(row["reviewed"]),
+            *("" if row["quality"][m] is None else f"{row['quality'][m]:.3f}" for m in metrics),
+            "" if cost is None else f"{cost:.4f}", "" if saved is None else f"{saved:.0%}",
         )
     return table
 

@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import io
 import mimetypes
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -124,11 +123,12 @@ def prepare_image(image: ImageCreate, where: str, *, max_bytes: int) -> Prepared
 def _read(data: bytes, where: str) -> tuple[str, int, int]:
     """The media type and size of the image ``data`` holds (only its header is parsed)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[_FORMATS[t] for t in IMAGE_MEDIA_TYPES]) as img:
-                fmt, (width, height) = img.format, img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        with Image.open(io.BytesIO(data), formats=[_FORMATS[t] for t in IMAGE_MEDIA_TYPES]) as img:
+            fmt, (width, height) = img.format, img.size
+        # A few kilobytes can declare billions of pixels; whoever decodes the image later must not be asked to.
+        if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(f"{width}x{height} pixels")
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InvalidImageError(
             f"{where}.data_base64 is not an image of a supported type ({', '.join(IMAGE_MEDIA_TYPES)}) or is too"
             f" large to decode safely ({exc})",

@@ -175,7 +175,7 @@ class ReviewQueue:
                     if int(taken.get("answers_needed") or 1) > 1:
                         # Leases of two slots of one item write the item too, so that concurrent ones conflict
                         # and the second sees the first (one reviewer never holds two slots).
-                        await writer.update_item(project_id, taken["item_id"], {"slot_leased_ts": now})
+                        await writer.update_item(project_id, taken["item_id"], {"last_lease": set["lease_token"]})
                     return taken
             if len(candidates) < page:
                 return None
@@ -306,7 +306,7 @@ class ReviewQueue:
             review_id=review_id, task_id=task_id, item_id=item_id, action=action, labels=list(labels),
             **answer_fields(answer),
         )
-        settled = await settle_round(writer, project, task, self._settings, now)
+        settled = await settle_round(writer, project, task, self._settings, review_id)
         if settled is None:
             return result  # an overlapped round still waiting for answers
         version = int(task.get("guideline_version") or item["guideline_version"])

@@ -142,18 +142,19 @@ class Settled:
 
 
 async def settle_round(
-    writer: ReviewWriter, project: Doc, task: Doc, settings: ReviewApiSettings, now: float
+    writer: ReviewWriter, project: Doc, task: Doc, settings: ReviewApiSettings, answer_id: str
 ) -> Settled | None:
-    """The round of ``task`` (just answered) once every slot is answered; None while answers are missing, or
-    when its answers tie and one more reviewer was asked (an extra slot, up to ``overlap_max_extra``; past
-    that the tie stands, broken by the stable majority-vote rule and flagged)."""
+    """The round of ``task`` (just answered, by the review ``answer_id``) once every slot is answered; None
+    while answers are missing, or when its answers tie and one more reviewer was asked (an extra slot, up to
+    ``overlap_max_extra``; past that the tie stands, broken by the stable majority-vote rule and flagged)."""
     project_id, item_id = task["project_id"], task["item_id"]
     group = task.get("group") or task["_id"]
     if int(task.get("answers_needed") or 1) > 1:
         # Two answers to one round committing side by side must not both see the other slot still open (a
-        # store with snapshot isolation would let neither settle): both write the item, so one of them conflicts
-        # and runs again, after the other.
-        pass
+        # store with snapshot isolation would let neither settle): both write the item, each a value of its own
+        # (a store that replays a conflicting transaction sees the change), so one of them runs again after the
+        # other.
+        await writer.update_item(project_id, item_id, {"last_answer_id": answer_id})
     if "group" in task:
         tasks = await writer.tasks_of_group(project_id, item_id, group)
     else:  # a task queued before rounds existed: a round of its own

@@ -380,8 +380,11 @@ class ReviewApiService(Service):
         size, limit = len(body.items), self.settings.max_batch
         if size > limit:
             raise BatchTooLargeError(size, limit)
-        images = prepare_images(
-            body.items, max_bytes=self.settings.max_image_bytes, max_total=self.settings.max_batch_image_bytes
+        images = await asyncio.to_thread(  # decoding megabytes of base64 would stall every other request
+            prepare_images,
+            body.items,
+            max_bytes=self.settings.max_image_bytes,
+            max_total=self.settings.max_batch_image_bytes,
         )
         keys = [item.idempotency_key or f"gen-{new_id()}" for item in body.items]
         given = list(dict.fromkeys(item.idempotency_key for item in body.items if item.idempotency_key))
