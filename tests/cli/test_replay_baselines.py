@@ -67,8 +67,10 @@ def test_budget_curve_beats_random_where_the_router_orders_well() -> None:
     curve = budget_curve(RECORDS, "classification", steps=10, seeds=50)
 
     assert curve.metric == "accuracy"
-    assert curve.shares[0] == 0.0 and curve.shares[-1] == 1.0
-    assert curve.router[0] == pytest.approx(0.5) and curve.router[-1] == 1.0
+    assert curve.shares[0] == 0.0
+    assert curve.shares[-1] == 1.0
+    assert curve.router[0] == pytest.approx(0.5)
+    assert curve.router[-1] == 1.0
     assert curve.router[5] == 1.0  # the unscored item and the four least confident hold all five errors
     assert curve.beats_random()
     assert curve.operating_point["share"] == pytest.approx(0.3)

@@ -93,7 +93,7 @@ def test_reuters_files_whose_texts_disagree_are_refused(tmp_path: Path) -> None:
 
 
 def test_missing_reuters_files_say_how_to_get_them(tmp_path: Path) -> None:
-    with pytest.raises(DatasetMissingError, match="fetch-reuters.sh"):
+    with pytest.raises(DatasetMissingError, match=r"fetch-reuters\.sh"):
         reuters_jsonl(tmp_path)
 
 

@@ -147,6 +147,9 @@ def test_replay_needs_a_file_or_a_known_dataset(tmp_path: Path) -> None:
     unknown = runner.invoke(app, ["replay", "--dataset", "imagenet"])
     missing = runner.invoke(app, ["replay", "--dataset", "wnut16", "--cache", str(tmp_path)])
 
-    assert neither.exit_code == 2 and "FILE or --dataset" in neither.output
-    assert unknown.exit_code == 2 and "wnut16" in unknown.output
-    assert missing.exit_code == 2 and "make data-wnut16" in missing.output
+    assert neither.exit_code == 2
+    assert "FILE or --dataset" in neither.output
+    assert unknown.exit_code == 2
+    assert "wnut16" in unknown.output
+    assert missing.exit_code == 2
+    assert "make data-wnut16" in missing.output

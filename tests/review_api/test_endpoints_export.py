@@ -53,6 +53,7 @@ async def test_export_streams_every_final_label(api: httpx.AsyncClient, bus: Mem
         "guideline_version": 1,
         "metadata": {},
         "finalized_at": by_id[reviewed]["finalized_at"],
+        "gold": False,
         "data_owner": None,
         "license": None,
     }

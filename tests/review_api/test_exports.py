@@ -204,7 +204,7 @@ def test_openai_row_is_system_guidelines_user_item_assistant_label() -> None:
     assert row["messages"] == [
         {"role": "system", "content": "Pick the main topic."},
         {"role": "user", "content": "Great match"},
-        {"role": "assistant", "content": '{"label":"sports"}'},
+        {"role": "assistant", "content": '{"label": "sports"}'},
     ]
     assert (row["data_owner"], row["license"]) == ("ACME Corp", "CC-BY-4.0")
 
@@ -216,10 +216,11 @@ def test_openai_answers_for_multi_label_and_entities() -> None:
         final(text, ["LOC"]), spec(TaskType.entities, "LOC"), "", Provenance(), spans=[span(text, 7, 13, "LOC")]
     )
 
-    assert json.loads(multi["messages"][2]["content"]) == {"labels": ["a", "b"]}
+    # The shape the labeler asks language models for, so that a model tuned on the export answers in it.
+    assert json.loads(multi["messages"][2]["content"]) == {"labels": {"a": True, "b": True}}
     assert multi["messages"][0]["content"] == "Choose every label that fits the text. Labels: a, b."
     assert json.loads(entities["messages"][2]["content"]) == {
-        "spans": [{"start": 7, "end": 13, "label": "LOC", "text": "London"}]
+        "entities": [{"text": "London", "start": 7, "end": 13, "type": "LOC"}]
     }
 
 

@@ -112,7 +112,7 @@ async def test_openai_rows_use_the_guidelines_of_the_finals_version(api: httpx.A
     assert first["messages"] == [
         {"role": "system", "content": "Pick the main topic."},
         {"role": "user", "content": "Budget passes"},
-        {"role": "assistant", "content": '{"label":"politics"}'},
+        {"role": "assistant", "content": '{"label": "politics"}'},
     ]
     assert last["messages"][0]["content"] == "Version two: pick the main topic."
     assert json.loads(last["messages"][2]["content"]) == {"label": "tech"}

@@ -185,3 +185,27 @@ async def test_a_redelivered_gold_decision_queues_one_task(api: httpx.AsyncClien
     await eventually(depth_is_one)
     assert await lease(api, "ana") is not None
     assert await lease(api, "bob") is None
+
+
+async def test_gold_items_stay_out_of_the_training_exports(api: httpx.AsyncClient, bus: MemoryBus) -> None:
+    await create_project(api)
+    gold_id = await submit_gold(api, "cup final", ["sports"])
+    await route_gold(bus, gold_id)
+    await wait_state(api, "news", gold_id, "queued")
+    task = await lease(api, "ana")
+    assert task is not None
+    await review(api, task, "ana", ["sports"])
+    plain = await api.post(ITEMS, json={"items": [{"text": "chip launch", "idempotency_key": "k-chip"}]})
+    plain_id = plain.json()["items"][0]["item_id"]
+    await publish(bus, auto_final("news", plain_id, ("tech",)))
+    await wait_state(api, "news", gold_id, "final")
+    await wait_state(api, "news", plain_id, "final")
+
+    own = [json.loads(line) for line in (await api.get("/v1/projects/news/export?format=jsonl")).text.splitlines()]
+    for training in ("hf", "openai"):
+        rows = (await api.get(f"/v1/projects/news/export?format={training}")).text.splitlines()
+        assert len(rows) == 1, training
+        assert "chip launch" in rows[0]
+        assert "cup final" not in rows[0]
+
+    assert {line["item_id"]: line["gold"] for line in own} == {gold_id: True, plain_id: False}

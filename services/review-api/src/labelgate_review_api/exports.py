@@ -3,7 +3,8 @@ lines, Hugging Face datasets-style JSON lines, OpenAI chat fine-tuning JSON line
 (boxes).
 
 The converters are pure functions over one final label; ``open_training_export`` streams them over the store
-in batches, so an export never holds the whole project. Every export carries the project's data owner and
+in batches, so an export never holds the whole project. The training formats (all but ``jsonl``) leave
+gold items out. Every export carries the project's data owner and
 licence: JSON-lines formats as the fields ``data_owner`` and ``license`` on every line (a line read on its own
 keeps its provenance, and loaders that expect one record per line still work), CoNLL as ``#`` comment lines
 at the top, COCO in its ``info`` and ``licenses`` sections."""
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from labelgate_core.answers import answer_json
 from labelgate_core.events import Box, ImageRef, Span, TaskSpec, TaskType
 from labelgate_core.store.port import Doc, Store
 
@@ -188,16 +190,6 @@ def hf_record(
     return {**row, **provenance.fields()}
 
 
-def answer_json(task: TaskType, labels: Sequence[str], spans: Sequence[Span] = ()) -> str:
-    """The assistant's answer: the JSON the labeler asks language models for (``{"label": …}`` for single-label,
-    ``{"labels": […]}`` for multi-label), and ``{"spans": […]}`` for entities."""
-    if task == TaskType.entities:
-        return _dumps({"spans": [_span_out(span) for span in spans]})
-    if task == TaskType.classification:
-        return _dumps({"label": labels[0] if labels else ""})
-    return _dumps({"labels": list(labels)})
-
-
 def system_prompt(guidelines: str, spec: TaskSpec) -> str:
     """The guidelines the label was made under; a one-line instruction naming the labels when there are none."""
     if guidelines.strip():
@@ -225,7 +217,7 @@ def openai_record(
         "messages": [
             {"role": "system", "content": system_prompt(guidelines, spec)},
             {"role": "user", "content": final["text"]},
-            {"role": "assistant", "content": answer_json(spec.type, final["labels"], spans)},
+            {"role": "assistant", "content": answer_json(spec, final["labels"], spans)},
         ],
         **provenance.fields(),
     }
@@ -363,12 +355,17 @@ class _Writer:
         self.provenance = provenance_of(project)
         self._guidelines: dict[int, str] = {}
 
-    def _finals(self) -> AsyncIterator[Doc]:
-        return stream_finals(self.store, self.project_id, batch_size=self.batch_size)
+    async def _finals(self) -> AsyncIterator[Doc]:
+        """The finals that may become training data: gold items' answers stay out, since they score reviewers
+        and the model, and a model trained on them would be scored on what it was taught."""
+        async for final in stream_finals(self.store, self.project_id, batch_size=self.batch_size):
+            if not final.get("gold"):
+                yield final
 
     async def jsonl(self) -> AsyncIterator[str]:
+        """Every final, gold included (the line's ``gold`` field says which): Labelgate's own record."""
         fields = self.provenance.fields()
-        async for final in self._finals():
+        async for final in stream_finals(self.store, self.project_id, batch_size=self.batch_size):
             yield export_line({**final, **fields}).model_dump_json() + "\n"
 
     async def hf(self) -> AsyncIterator[str]:

@@ -581,6 +581,8 @@ class ExportLine(Public):
     guideline_version: int
     metadata: dict[str, Any]
     finalized_at: datetime
+    gold: bool = Field(default=False, description="A gold item: its final is the known answer. The training"
+                       " formats of the export leave gold items out")
     data_owner: str | None = Field(default=None, description="The project's data owner")
     license: str | None = Field(default=None, description="The project's licence")
 

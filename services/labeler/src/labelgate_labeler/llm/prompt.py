@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labelgate_core.events import Box, Span, TaskSpec, TaskType
+from labelgate_core.answers import answer_json
+from labelgate_core.events import Span, TaskSpec, TaskType
 
 SUPPORTED_TASKS = frozenset({TaskType.classification, TaskType.multi_label, TaskType.entities, TaskType.boxes})
 ITEM_OPEN = "<item>"
@@ -78,20 +79,6 @@ def output_schema(task: TaskSpec, *, verbalized: bool) -> dict[str, Any]:
 
 def _object(properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
-
-
-def answer_json(task: TaskSpec, labels: Sequence[str], spans: Sequence[Span] = (), boxes: Sequence[Box] = ()) -> str:
-    """How an example's reviewed labels (or spans, or boxes) are written as the model's answer."""
-    if task.type is TaskType.multi_label:
-        chosen = set(labels)
-        return json.dumps({"labels": {name: name in chosen for name in task.label_names}}, ensure_ascii=False)
-    if task.type is TaskType.entities:
-        entities = [{"text": s.text, "start": s.start, "end": s.end, "type": s.label} for s in spans]
-        return json.dumps({"entities": entities}, ensure_ascii=False)
-    if task.type is TaskType.boxes:
-        out = [{"label": b.label, "x": b.x, "y": b.y, "width": b.width, "height": b.height} for b in boxes]
-        return json.dumps({"boxes": out}, ensure_ascii=False)
-    return json.dumps({"label": labels[0] if labels else ""}, ensure_ascii=False)
 
 
 def _fence(text: str) -> str:
