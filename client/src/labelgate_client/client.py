@@ -1,7 +1,8 @@
 """An async, typed client for Labelgate's REST API (``/v1``).
 
-Calls that are safe to repeat (reads, heartbeats, routing updates, item submission with idempotency keys,
-reviews) are retried on connection errors; the others are sent once."""
+Calls that are safe to repeat (reads, heartbeats, project and routing updates, item submission with idempotency
+keys, reviews) are retried on connection errors; the others are sent once. Options left at ``None`` are not
+sent: the server's defaults apply, and a server older than an option still accepts calls that do not use it."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from pydantic import BaseModel, TypeAdapter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from .models import (
+    Agreement,
     Box,
+    ConsensusMethod,
+    ExportFormat,
     FinalLabel,
+    GuidelinesResult,
     Item,
     ItemIn,
     ItemPage,
@@ -25,7 +30,9 @@ from .models import (
     LabelDef,
     Lease,
     Project,
+    RequeueScope,
     Review,
+    Reviewer,
     Span,
     Stats,
     SubmitResult,
@@ -34,6 +41,7 @@ from .models import (
 )
 
 _PROJECTS = TypeAdapter(list[Project])
+_REVIEWERS = TypeAdapter(list[Reviewer])
 
 
 class LabelgateAPIError(Exception):
@@ -131,9 +139,28 @@ class LabelgateClient:
         threshold: float = 0.9,
         audit_rate: float = 0.05,
         target_precision: float | None = None,
+        exclude_unreliable_labels: bool | None = None,
+        overlap_rate: float | None = None,
+        overlap_k: int | None = None,
+        consensus: ConsensusMethod | None = None,
+        data_owner: str | None = None,
+        license: str | None = None,
     ) -> Project:
         """Create a project. With ``target_precision``, the router derives the auto-accept threshold from
-        reviewed items instead of using ``threshold``."""
+        reviewed items instead of using ``threshold``. ``overlap_rate`` of the review tasks go to ``overlap_k``
+        reviewers whose ``consensus`` is the final label; ``data_owner`` and ``license`` travel with every
+        export."""
+        routing: dict[str, Any] = {
+            "threshold": threshold,
+            "audit_rate": audit_rate,
+            "target_precision": target_precision,
+            **_given(
+                exclude_unreliable_labels=exclude_unreliable_labels,
+                overlap_rate=overlap_rate,
+                overlap_k=overlap_k,
+                consensus=consensus,
+            ),
+        }
         body = {
             "id": project_id,
             "name": name,
@@ -145,7 +172,8 @@ class LabelgateClient:
                 "subjective": subjective,
             },
             "guidelines": guidelines,
-            "routing": {"threshold": threshold, "audit_rate": audit_rate, "target_precision": target_precision},
+            "routing": routing,
+            **_given(data_owner=data_owner, license=license),
         }
         response = await self._send("POST", "/v1/projects", json=body, idempotent=False)
         return Project.model_validate_json(response.content)
@@ -158,12 +186,44 @@ class LabelgateClient:
         response = await self._send("GET", "/v1/projects", idempotent=True)
         return _PROJECTS.validate_json(response.content)
 
-    async def update_guidelines(self, project_id: str, text: str) -> Project:
-        """New guidelines; the project's guideline version goes up by one (not retried: each call is a version)."""
-        response = await self._send(
-            "PUT", f"/v1/projects/{_segment(project_id)}/guidelines", json={"text": text}, idempotent=False
-        )
+    async def update_project(
+        self,
+        project_id: str,
+        *,
+        name: str | None = None,
+        data_owner: str | None = None,
+        license: str | None = None,
+        clear_data_owner: bool = False,
+        clear_license: bool = False,
+    ) -> Project:
+        """Change the fields given (None leaves one as it is); ``clear_data_owner`` and ``clear_license`` remove
+        them."""
+        body: dict[str, Any] = _given(name=name, data_owner=data_owner, license=license)
+        for field, clear in (("data_owner", clear_data_owner), ("license", clear_license)):
+            if clear:
+                _refuse_both(field, body)
+                body[field] = None
+        response = await self._send("PATCH", f"/v1/projects/{_segment(project_id)}", json=body, idempotent=True)
         return Project.model_validate_json(response.content)
+
+    async def update_guidelines(
+        self, project_id: str, text: str, *, requeue: RequeueScope | Sequence[str] = "none"
+    ) -> GuidelinesResult:
+        """New guidelines; the project's guideline version goes up by one (not retried: each call is a version).
+
+        ``requeue`` sends items finalized under an older version back to review: ``"all"`` of them, or those
+        whose final labels include one of the label names given; ``requeued`` in the answer counts them. Their
+        new final label replaces the old, which the item keeps in ``earlier_finals``."""
+        body: dict[str, Any] = {"text": text}
+        if isinstance(requeue, str):
+            if requeue != "none":
+                body["requeue"] = requeue  # anything but "all" is the server's to refuse, with its message
+        else:
+            body["requeue"] = list(requeue)
+        response = await self._send(
+            "PUT", f"/v1/projects/{_segment(project_id)}/guidelines", json=body, idempotent=False
+        )
+        return GuidelinesResult.model_validate_json(response.content)
 
     async def update_routing(
         self,
@@ -173,12 +233,24 @@ class LabelgateClient:
         audit_rate: float | None = None,
         target_precision: float | None = None,
         clear_target_precision: bool = False,
+        exclude_unreliable_labels: bool | None = None,
+        overlap_rate: float | None = None,
+        overlap_k: int | None = None,
+        consensus: ConsensusMethod | None = None,
     ) -> Project:
         """Change the fields given (None leaves one as it is); ``clear_target_precision`` goes back to the fixed
-        threshold."""
-        fields = {"threshold": threshold, "audit_rate": audit_rate, "target_precision": target_precision}
-        body: dict[str, float | None] = {k: v for k, v in fields.items() if v is not None}
+        threshold. The new values apply to items submitted afterwards."""
+        body: dict[str, Any] = _given(
+            threshold=threshold,
+            audit_rate=audit_rate,
+            target_precision=target_precision,
+            exclude_unreliable_labels=exclude_unreliable_labels,
+            overlap_rate=overlap_rate,
+            overlap_k=overlap_k,
+            consensus=consensus,
+        )
         if clear_target_precision:
+            _refuse_both("target_precision", body)
             body["target_precision"] = None
         response = await self._send(
             "PATCH", f"/v1/projects/{_segment(project_id)}/routing", json=body, idempotent=True
@@ -188,6 +260,17 @@ class LabelgateClient:
     async def stats(self, project_id: str) -> Stats:
         response = await self._send("GET", f"/v1/projects/{_segment(project_id)}/stats", idempotent=True)
         return Stats.model_validate_json(response.content)
+
+    async def reviewers(self, project_id: str) -> list[Reviewer]:
+        """Everyone who answered review tasks in the project, with their accuracy on its gold items."""
+        response = await self._send("GET", f"/v1/projects/{_segment(project_id)}/reviewers", idempotent=True)
+        return _REVIEWERS.validate_json(response.content)
+
+    async def agreement(self, project_id: str) -> Agreement:
+        """Human-vs-human agreement on the project's overlapped items (see ``overlap_rate``): Cohen's and
+        Fleiss' kappa, Krippendorff's alpha, agreement per label and the labels read differently."""
+        response = await self._send("GET", f"/v1/projects/{_segment(project_id)}/agreement", idempotent=True)
+        return Agreement.model_validate_json(response.content)
 
     # -- items ---------------------------------------------------------------------------------------------
 
@@ -234,24 +317,56 @@ class LabelgateClient:
         return ItemPage.model_validate_json(response.content)
 
     async def export(self, project_id: str) -> AsyncIterator[FinalLabel]:
-        """The project's final labels, read line by line as the server streams them."""
-        path = f"/v1/projects/{_segment(project_id)}/export.jsonl"
-        async with self._http.stream("GET", path) as response:
-            if response.is_error:
-                await response.aread()
-                raise _error_from(response)
+        """The project's final labels, gold items included (``gold`` says which), read line by line as the
+        server streams them."""
+        async for line in self._stream_lines(f"/v1/projects/{_segment(project_id)}/export.jsonl"):
+            if line.strip():
+                yield FinalLabel.model_validate_json(line)
+
+    async def export_bytes(self, project_id: str, format: ExportFormat = "jsonl") -> AsyncIterator[bytes]:
+        """The project's export in ``format``, as the raw bytes the server streams (to write to a file as they
+        come). The training formats (``hf``, ``openai``, ``conll``, ``coco``) leave gold items out; a format
+        that does not fit the project's task type is a 400 ``unsupported_export_format``."""
+        async with self._http.stream("GET", self._export_path(project_id), params={"format": format}) as response:
+            await _raise_for_error(response)
+            async for chunk in response.aiter_bytes():
+                yield chunk
+
+    async def export_lines(self, project_id: str, format: ExportFormat = "jsonl") -> AsyncIterator[str]:
+        """The project's export in ``format``, line by line as the server streams it, without line endings:
+        one JSON document per line for ``jsonl``, ``hf`` and ``openai``; the CoNLL lines as they are (blank
+        lines between items); COCO is one JSON document, possibly on one line."""
+        async for line in self._stream_lines(self._export_path(project_id), params={"format": format}):
+            yield line
+
+    @staticmethod
+    def _export_path(project_id: str) -> str:
+        return f"/v1/projects/{_segment(project_id)}/export"
+
+    async def _stream_lines(self, path: str, params: Mapping[str, str] | None = None) -> AsyncIterator[str]:
+        async with self._http.stream("GET", path, params=params) as response:
+            await _raise_for_error(response)
             async for line in response.aiter_lines():
-                if line.strip():
-                    yield FinalLabel.model_validate_json(line)
+                yield line
 
     # -- the review queue ----------------------------------------------------------------------------------
 
-    async def lease(self, project_id: str, reviewer_id: str, lease_seconds: int | None = None) -> Task | None:
+    async def lease(
+        self,
+        project_id: str,
+        reviewer_id: str,
+        lease_seconds: int | None = None,
+        *,
+        skills: Sequence[str] | None = None,
+    ) -> Task | None:
         """The next task for ``reviewer_id``, or None when nothing waits (not retried: a lost answer would
-        leave a task leased to nobody until the lease expires)."""
+        leave a task leased to nobody until the lease expires). Tasks that require a skill go only to reviewers
+        who list it in ``skills``."""
         body: dict[str, Any] = {"reviewer_id": reviewer_id}
         if lease_seconds is not None:
             body["lease_seconds"] = lease_seconds
+        if skills is not None:
+            body["skills"] = list(skills)
         response = await self._send(
             "POST", f"/v1/projects/{_segment(project_id)}/queue/lease", json=body, idempotent=False
         )
@@ -339,6 +454,23 @@ class LabelgateClient:
         except httpx.TransportError:
             return False
         return response.status_code == 200
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None: what a request says of the options the caller chose."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _refuse_both(field: str, body: Mapping[str, Any]) -> None:
+    if field in body:
+        raise ValueError(f"give either {field} or clear_{field}, not both")
+
+
+async def _raise_for_error(response: httpx.Response) -> None:
+    """In a streamed response, an error answer is read whole and raised as the API's error."""
+    if response.is_error:
+        await response.aread()
+        raise _error_from(response)
 
 
 def _span_body(span: Span | Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,13 @@ TaskType = Literal["classification", "multi_label", "entities", "boxes"]
 ItemState = Literal["submitted", "queued", "final"]
 FinalSource = Literal["auto", "review"]
 ReviewAction = Literal["confirm", "correct"]
+ConsensusMethod = Literal["majority", "dawid_skene"]
+"""How an overlapped task's answers become one label: majority vote, or Dawid-Skene (reviewers weighed by
+their estimated accuracy)."""
+ExportFormat = Literal["jsonl", "hf", "openai", "conll", "coco"]
+"""``jsonl``: Labelgate's own lines (``FinalLabel``); ``hf``: Hugging Face datasets-style lines; ``openai``: chat
+fine-tuning lines; ``conll``: entities as token/BIO-tag lines; ``coco``: boxes as one COCO JSON document."""
+RequeueScope = Literal["none", "all"]
 
 
 class Model(BaseModel):
@@ -35,9 +42,17 @@ class TaskSpec(Model):
 
 
 class Routing(Model):
+    """How the router treats the project's items. ``overlap_rate`` of the review tasks are answered by
+    ``overlap_k`` different reviewers, whose ``consensus`` is the final label; ``exclude_unreliable_labels``
+    sends every proposal of a label the AI is consistently wrong on to review."""
+
     threshold: float = 0.9
     audit_rate: float = 0.05
     target_precision: float | None = None
+    exclude_unreliable_labels: bool = False
+    overlap_rate: float = 0.0
+    overlap_k: int = 2
+    consensus: ConsensusMethod = "majority"
 
 
 class Project(Model):
@@ -51,6 +66,12 @@ class Project(Model):
     license: str | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class GuidelinesResult(Project):
+    """The project after a guideline change, and how many final items it sent back to review."""
+
+    requeued: int = 0
 
 
 class ImageIn(Model):
@@ -71,15 +92,25 @@ class ImageIn(Model):
         return cls(data_base64=encoded, media_type=media_type, width=width, height=height)
 
 
+class Gold(Model):
+    """A gold item's known answer: never shown to reviewers nor sent to the labeler; reviewers' answers are
+    scored against it and it becomes the item's final label."""
+
+    labels: list[str]
+
+
 class ItemIn(Model):
     """An item to submit. Give an ``idempotency_key`` to make resubmission safe; the client fills one in
     when it is missing, so its own retries never create an item twice. The items of a boxes project carry an
-    ``image`` (their ``text`` may then be empty)."""
+    ``image`` (their ``text`` may then be empty). ``gold`` makes it a gold item (classification and multi-label
+    projects); ``required_skill`` leases it only to reviewers who declare that skill."""
 
     text: str = ""
     idempotency_key: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     image: ImageIn | None = None
+    gold: Gold | None = None
+    required_skill: str | None = None
 
 
 class SubmittedItem(Model):
@@ -157,12 +188,25 @@ class ReviewRecord(Model):
     boxes: list[Box] = Field(default_factory=list)
 
 
+class Consensus(Model):
+    """How an overlapped item's answers became its final label. ``support``: with majority vote, the share of
+    answers that gave the label; with Dawid-Skene, its posterior. ``tied``: the answers still tied after the
+    extra reviewers, and a stable rule broke the tie."""
+
+    method: ConsensusMethod
+    support: float
+    tied: bool
+    answers: int
+
+
 class Final(Model):
     labels: list[str]
     source: FinalSource
     finalized_at: datetime
     spans: list[Span] = Field(default_factory=list)
     boxes: list[Box] = Field(default_factory=list)
+    guideline_version: int | None = None
+    consensus: Consensus | None = None
 
 
 class Item(Model):
@@ -178,6 +222,11 @@ class Item(Model):
     decision: Decision | None = None
     reviews: list[ReviewRecord] = Field(default_factory=list)
     final: Final | None = None
+    earlier_finals: list[Final] = Field(default_factory=list)
+    """Final labels the item had before a re-review replaced them, oldest first."""
+    gold: bool = False
+    """A gold item (its known answer is not shown)."""
+    required_skill: str | None = None
 
 
 class ItemPage(Model):
@@ -214,6 +263,7 @@ class Task(Model):
     guideline_version: int
     proposal: Proposal | None = None
     reasons: list[str] = Field(default_factory=list)
+    required_skill: str | None = None
     lease_token: str
     lease_expires_at: datetime
 
@@ -246,3 +296,42 @@ class FinalLabel(Model):
     guideline_version: int
     metadata: dict[str, Any] = Field(default_factory=dict)
     finalized_at: datetime
+    gold: bool = False
+    """A gold item: its final label is the known answer (the training formats of the export leave it out)."""
+    data_owner: str | None = None
+    license: str | None = None
+
+
+class Reviewer(Model):
+    """A reviewer's answers in a project and their accuracy on its gold items (``None`` without gold answers).
+    ``gold_accuracy_lower_bound`` is a one-sided 95% Wilson bound: 3 right of 3 is not yet known good."""
+
+    reviewer_id: str
+    reviews: int
+    gold_reviews: int
+    gold_correct: int
+    gold_accuracy: float | None = None
+    gold_accuracy_lower_bound: float | None = None
+
+
+class LabelAgreement(Model):
+    """Agreement on one label over overlapped items: of the reviewer pairs where one used the label, the share
+    where the other did too; ``ambiguous`` when enough answers use it and the agreement is low."""
+
+    label: str
+    support: int
+    specific_agreement: float | None = None
+    ambiguous: bool = False
+
+
+class Agreement(Model):
+    """Human-vs-human agreement on a project's overlapped items; a coefficient is ``None`` when undefined (too
+    few items, or no variation). ``labels`` come lowest agreement first."""
+
+    overlapped_items: int
+    answers: int
+    cohen_kappa: float | None = None
+    fleiss_kappa: float | None = None
+    krippendorff_alpha: float | None = None
+    labels: list[LabelAgreement] = Field(default_factory=list)
+    ambiguous_labels: list[str] = Field(default_factory=list)
