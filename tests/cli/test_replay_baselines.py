@@ -98,7 +98,13 @@ def test_multi_label_scores_micro_and_macro_f1_with_empty_label_sets() -> None:
     ai = outcomes(records, "multi_label").score(np.zeros(3, dtype=bool))
 
     # Final: grain tp 2; corn fn 1 -> micro 2*2 / (2*2 + 0 + 1) = 0.8; macro mean(0, 1) = 0.5.
-    assert final == {"accuracy": pytest.approx(2 / 3), "micro_f1": pytest.approx(0.8), "macro_f1": 0.5}
+    assert final == {
+        "accuracy": pytest.approx(2 / 3),
+        "micro_precision": 1.0,
+        "micro_recall": pytest.approx(2 / 3),
+        "micro_f1": pytest.approx(0.8),
+        "macro_f1": 0.5,
+    }
     # AI alone: grain tp 1, fn 1; corn fn 1 -> micro 2 / (2 + 2) = 0.5; macro mean(0, 2/3).
     assert ai["micro_f1"] == pytest.approx(0.5)
     assert ai["macro_f1"] == pytest.approx(1 / 3)

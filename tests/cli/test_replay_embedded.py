@@ -109,7 +109,7 @@ def test_multi_label_replay_reports_f1_and_the_baselines(tmp_path: Path) -> None
     assert report["task"] == "multi_label"
     assert report["items"] == 150
     final = report["quality"]["final"]
-    assert set(final) == {"accuracy", "micro_f1", "macro_f1"}
+    assert set(final) == {"accuracy", "micro_precision", "micro_recall", "micro_f1", "macro_f1"}
     # Everything a person reviewed is right, so the final labels are at least as good as the AI's alone.
     assert final["micro_f1"] >= report["quality"]["ai_only"]["micro_f1"]
     assert report["reviewed_share"] > 0

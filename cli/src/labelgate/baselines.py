@@ -95,12 +95,20 @@ def _metrics(task: TaskKind, counts: IntArray, accuracy: float | None) -> dict[s
     tp, fp, fn = (int(v) for v in counts.sum(axis=0))
     if task == "classification":
         return {"accuracy": accuracy, "macro_f1": _macro_f1(counts)}
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
     if task == "multi_label":
-        return {"accuracy": accuracy, "micro_f1": _f1(tp, fp, fn), "macro_f1": _macro_f1(counts)}
+        return {
+            "accuracy": accuracy,
+            "micro_precision": precision,
+            "micro_recall": recall,
+            "micro_f1": _f1(tp, fp, fn),
+            "macro_f1": _macro_f1(counts),
+        }
     return {
         "accuracy": accuracy,
-        "span_precision": tp / (tp + fp) if tp + fp else None,
-        "span_recall": tp / (tp + fn) if tp + fn else None,
+        "span_precision": precision,
+        "span_recall": recall,
         "span_f1": _f1(tp, fp, fn),
         "macro_f1": _macro_f1(counts),
     }
