@@ -46,8 +46,9 @@ async def test_a_reviewers_slips_go_back_to_review_once_and_get_corrected(url: s
         await client.create_project(PROJECT, name="Slips", labels=["spam", "ham"], threshold=0.5, audit_rate=1.0)
         corpus = make_items(160, seed=4)
         truth: dict[str, str] = {}
-        first = await client.submit_items(PROJECT, [{"text": it["text"], "idempotency_key": it["id"]}
-                                                    for it in corpus[:40]])
+        first = await client.submit_items(
+            PROJECT, [{"text": it["text"], "idempotency_key": it["id"]} for it in corpus[:40]]
+        )
         truth |= {s.item_id: corpus[i]["label"] for i, s in enumerate(first.items)}
         await settled(client, PROJECT)
         while (task := await client.lease(PROJECT, reviewer_id="rita")) is not None:
@@ -57,8 +58,9 @@ async def test_a_reviewers_slips_go_back_to_review_once_and_get_corrected(url: s
             assert time.monotonic() < deadline, "the labeler never trained"
             await asyncio.sleep(0.1)
 
-        second = await client.submit_items(PROJECT, [{"text": it["text"], "idempotency_key": it["id"]}
-                                                     for it in corpus[40:]])
+        second = await client.submit_items(
+            PROJECT, [{"text": it["text"], "idempotency_key": it["id"]} for it in corpus[40:]]
+        )
         truth |= {s.item_id: corpus[40 + i]["label"] for i, s in enumerate(second.items)}
         await settled(client, PROJECT)
         slips: set[str] = set()

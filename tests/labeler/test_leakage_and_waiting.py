@@ -9,10 +9,25 @@ import pytest
 
 from labelgate_core.events import LabelScored
 from labelgate_core.topics import LABEL_SCORED
+from labelgate_labeler.settings import LabelerSettings
 
-from .test_service import Harness, harness, idle, item, publish, review, reviews, settings, text_about
+from .test_service import Harness, harness, idle, item, publish, review, reviews, text_about
 
-__all__ = ["harness", "settings"]  # the fixtures, shared with the labeler service tests
+__all__ = ["harness"]  # the fixture, shared with the labeler service tests
+
+
+@pytest.fixture
+def settings() -> LabelerSettings:
+    """Training only when a test asks for it (versions are numbered as the test expects); waiting items are
+    scored by a new model."""
+    return LabelerSettings(
+        min_train_examples=20,
+        retrain_every_reviews=1000,
+        retrain_interval_s=3600,
+        retrain_check_s=60,
+        score_waiting_items=True,
+    )
+
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +42,9 @@ async def test_a_copy_of_a_training_item_is_flagged_exact_or_near_on_its_proposa
     copy = train[4].text
     edited = copy.rsplit(" ", 1)[0] + " thanks"
     fresh = text_about(("billing",), random.Random(99))
-    await publish(harness.bus, item(copy.upper(), item_id="copy"), item(edited, item_id="edited"),
-                  item(fresh, item_id="fresh"))
+    await publish(
+        harness.bus, item(copy.upper(), item_id="copy"), item(edited, item_id="edited"), item(fresh, item_id="fresh")
+    )
     events = [e for e in await scored.take(3) if isinstance(e, LabelScored)]
     by_item = {e.item_id: e.proposal for e in events}
     assert by_item["copy"].leakage == "exact"
@@ -62,8 +78,10 @@ async def test_items_waiting_unscored_are_scored_by_the_first_model_unless_revie
     rescored = [e for e in await scored.take(2) if isinstance(e, LabelScored)]
     assert sorted(e.item_id for e in rescored) == ["waiting-1", "waiting-2"]
     assert all(e.proposal.confidence is not None and e.proposal.model_version == 1 for e in rescored)
-    assert all(e.causation_id == w.event_id for e, w in zip(sorted(rescored, key=lambda e: e.item_id),
-                                                               waiting[1:], strict=True))
+    assert all(
+        e.causation_id == w.event_id
+        for e, w in zip(sorted(rescored, key=lambda e: e.item_id), waiting[1:], strict=True)
+    )
     # Scored once: the next version finds nothing waiting.
     await publish(harness.bus, *reviews(10, seed=3))
     await idle(labeler, harness.bus)

@@ -239,9 +239,13 @@ async def test_reviews_train_a_version_and_later_items_get_confident_labels(harn
     assert "holdout_accuracy" in version
     assert version["trained_at"]
 
-    await publish(harness.bus, item("refund the overcharged payment on my card invoice"))
-    await publish(harness.bus, item("the courier lost my parcel, tracking says late delivery"))
-    first, second = (e for e in await scored.take(2) if isinstance(e, LabelScored))
+    refund = item("refund the overcharged payment on my card invoice")
+    courier = item("the courier lost my parcel, tracking says late delivery")
+    await publish(harness.bus, refund)
+    await publish(harness.bus, courier)
+    # Two items on two partitions: their proposals may come out in either order.
+    by_item = {e.item_id: e for e in await scored.take(2) if isinstance(e, LabelScored)}
+    first, second = by_item[refund.item_id], by_item[courier.item_id]
     assert first.proposal.model_version == second.proposal.model_version == 1
     assert first.proposal.labels == ("billing",)
     assert second.proposal.labels == ("shipping",)

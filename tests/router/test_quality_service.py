@@ -38,8 +38,16 @@ LENIENT = RoutingPolicy(threshold=0.9, audit_rate=0.0)
 
 
 def submitted(item_id: str, source: str) -> ItemSubmitted:
-    return ItemSubmitted(producer="review-api", project_id="p", item_id=item_id, text="text",
-                         metadata={"source": source, "score": 0.5}, task=TASK, routing=LENIENT, guideline_version=1)
+    return ItemSubmitted(
+        producer="review-api",
+        project_id="p",
+        item_id=item_id,
+        text="text",
+        metadata={"source": source, "score": 0.5},
+        task=TASK,
+        routing=LENIENT,
+        guideline_version=1,
+    )
 
 
 async def test_a_label_the_ai_gets_wrong_is_reported_and_routed_to_review_on_request(tmp_path: Path) -> None:
@@ -85,8 +93,11 @@ async def test_items_that_duplicate_training_items_stay_out_of_calibration(tmp_p
     try:
         leaked = [
             scored_for(f"dup{i}", 0.99, LENIENT).model_copy(
-                update={"proposal": Proposal(model_id="m", model_version=1, labels=("spam",), confidence=0.99,
-                                             leakage="exact")}
+                update={
+                    "proposal": Proposal(
+                        model_id="m", model_version=1, labels=("spam",), confidence=0.99, leakage="exact"
+                    )
+                }
             )
             for i in range(5)
         ]
@@ -107,8 +118,13 @@ async def test_items_that_duplicate_training_items_stay_out_of_calibration(tmp_p
 
 def scored_with_scores(item_id: str, p_spam: float) -> LabelScored:
     label = "spam" if p_spam >= 0.5 else "ham"
-    proposal = Proposal(model_id="m", model_version=1, labels=(label,), confidence=max(p_spam, 1 - p_spam),
-                        scores={"spam": p_spam, "ham": 1 - p_spam})
+    proposal = Proposal(
+        model_id="m",
+        model_version=1,
+        labels=(label,),
+        confidence=max(p_spam, 1 - p_spam),
+        scores={"spam": p_spam, "ham": 1 - p_spam},
+    )
     return scored_for(item_id, 0.97, LENIENT).model_copy(update={"proposal": proposal})
 
 
@@ -121,11 +137,21 @@ async def test_likely_wrong_final_labels_go_back_to_review_once(tmp_path: Path) 
         # 120 items scored with confidence, all auto-accepted; then reviewers overrule the model on three.
         await publish(bus, *(scored_with_scores(f"i{i}", 0.97 if i % 2 else 0.03) for i in range(120)))
         await read_all(bus, DECISION_MADE, 120)
-        await publish(bus, *(
-            LabelFinalized(producer="review-api", project_id="p", item_id=f"i{i}", labels=("ham",),
-                           source=FinalSource.review, guideline_version=1, submitted_at=utcnow())
-            for i in (1, 3, 5)
-        ))
+        await publish(
+            bus,
+            *(
+                LabelFinalized(
+                    producer="review-api",
+                    project_id="p",
+                    item_id=f"i{i}",
+                    labels=("ham",),
+                    source=FinalSource.review,
+                    guideline_version=1,
+                    submitted_at=utcnow(),
+                )
+                for i in (1, 3, 5)
+            ),
+        )
         for _ in range(400):  # the router's own auto-finals and the three reviewed ones, all recorded
             if await router.store.count("finals", {"project_id": "p", "source": "review"}) == 3:
                 break
@@ -133,8 +159,11 @@ async def test_likely_wrong_final_labels_go_back_to_review_once(tmp_path: Path) 
         first = await router.find_label_issues("p")
         second = await router.find_label_issues("p")
         third = await router.find_label_issues("p")
-        issues = [d for d in await read_all(bus, DECISION_MADE, 123) if isinstance(d, DecisionMade)
-                  and RoutingReason.label_issue in d.reasons]
+        issues = [
+            d
+            for d in await read_all(bus, DECISION_MADE, 123)
+            if isinstance(d, DecisionMade) and RoutingReason.label_issue in d.reasons
+        ]
     finally:
         await router.stop()
     assert len(first) == 2  # bounded per run

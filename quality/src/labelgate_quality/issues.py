@@ -56,7 +56,9 @@ def find_label_issues(
     if unknown:
         raise ValueError(f"labels not among classes: {sorted(map(repr, unknown))}")
     given = np.array([code[label] for label in labels])
-    ranked: Any = _find(given, probs, filter_by=filter_by, return_indices_ranked_by="self_confidence")
+    # One process: cleanlab's default forks a pool, which can deadlock inside a threaded server (the router runs
+    # this in a worker thread of its event loop), and costs more than it saves on a project's finals.
+    ranked: Any = _find(given, probs, filter_by=filter_by, return_indices_ranked_by="self_confidence", n_jobs=1)
     return [
         LabelIssue(
             index=int(i),

@@ -2,12 +2,11 @@
 learned from (its reviewed items)? Such a proposal repeats a memorised answer; it is flagged on the proposal so
 that the router keeps it out of calibration and reports it.
 
-One index per project, held in memory: loaded from the stored examples on the project's first check after a
-start, then grown by each committed review."""
+One index per project, held in memory: loaded from the stored examples at start-up, then grown by each
+committed review."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 from labelgate_core.store.port import Reader
@@ -22,35 +21,31 @@ class TrainingLeaks:
         self._threshold = threshold
         self._max_chars = max_chars
         self._indexes: dict[str, LeakIndex] = {}
-        self._loading = asyncio.Lock()
 
-    def _new_index(self) -> LeakIndex:
-        return LeakIndex(threshold=self._threshold, max_chars=self._max_chars)
-
-    async def _index(self, reader: Reader, project_id: str) -> LeakIndex:
+    def _index(self, project_id: str) -> LeakIndex:
         index = self._indexes.get(project_id)
-        if index is not None:
-            return index
-        async with self._loading:
-            index = self._indexes.get(project_id)
-            if index is None:
-                docs = await reader.find(self._collection, {"project_id": project_id})
-                index = self._new_index()
-                index.add({str(doc["_id"]): str(doc.get("text") or "") for doc in docs})
-                self._indexes[project_id] = index
+        if index is None:
+            index = self._indexes[project_id] = LeakIndex(threshold=self._threshold, max_chars=self._max_chars)
         return index
 
-    async def check(self, reader: Reader, project_id: str, text: str) -> LeakageKind | None:
-        """``exact`` or ``near`` when ``text`` duplicates one of the project's training items; else None."""
-        if not text.strip():
+    async def load(self, reader: Reader) -> None:
+        """Index every stored training item (at start-up, before any item is labeled)."""
+        for doc in await reader.find(self._collection, {}):
+            self._index(str(doc["project_id"])).add({str(doc["_id"]): str(doc.get("text") or "")})
+
+    def check(self, project_id: str, text: str) -> LeakageKind | None:
+        """``exact`` or ``near`` when ``text`` duplicates one of the project's training items; else None.
+
+        Synchronous on purpose: a handler that awaited here could let a later item of another partition
+        overtake this one."""
+        index = self._indexes.get(project_id)
+        if index is None or not text.strip():
             return None
-        leak = (await self._index(reader, project_id)).check(text)
+        leak = index.check(text)
         if leak is None:
             return None
         return "exact" if leak.kind.value == "exact" else "near"
 
     def add(self, project_id: str, example_id: str, text: str) -> None:
         """A reviewed item became training data (call once its review is committed)."""
-        index = self._indexes.get(project_id)
-        if index is not None:  # not loaded yet: the first check loads it from the store, this one included
-            index.add({example_id: text})
+        self._index(project_id).add({example_id: text})

@@ -180,6 +180,7 @@ class LabelerService(Service):
     async def setup(self) -> None:
         await self.store.ensure_indexes(EXAMPLES, [Index(("project_id", "task_type"))])
         await self.store.ensure_indexes(unscored.UNSCORED, [Index(("project_id",))])
+        await self.leaks.load(self.store)
         await self.store.ensure_indexes(PROJECTS, [Index(("new_reviews",))])
         await self.store.ensure_indexes(MODEL_VERSIONS, [Index(("project_id", "version"), unique=True)])
         for project in await self.store.find(PROJECTS, {"model_version": {"$gt": 0}}):
@@ -219,10 +220,10 @@ class LabelerService(Service):
         elapsed = time.perf_counter() - started
         proposal = proposal.model_copy(update={"latency_ms": elapsed * 1000.0})
         if proposal.confidence is not None:
-            leakage = await self.leaks.check(ctx.tx, item.project_id, item.text)
+            leakage = self.leaks.check(item.project_id, item.text)
             if leakage is not None:
                 proposal = proposal.model_copy(update={"leakage": leakage})
-        elif not proposal.invalid:
+        elif self.settings.score_waiting_items and not proposal.invalid:
             await unscored.remember(ctx.tx, item)  # scored once a model exists, unless reviewed first
         await ctx.emit(
             LabelScored(
@@ -306,7 +307,7 @@ class LabelerService(Service):
             if fitted is None:
                 return None
             version = await self._record(project_id, fitted)
-            if self.remote is None:
+            if self.remote is None and self.settings.score_waiting_items:
                 async with self.store.transaction() as tx:
                     await unscored.score_waiting(tx, self.provider, project_id, self.name, UNSCORED_PER_VERSION)
             return version

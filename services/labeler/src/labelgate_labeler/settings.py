@@ -68,6 +68,11 @@ class LabelerSettings(BaseSettings):
     retrain_check_s: float = Field(
         default=1.0, gt=0, le=60, description="How often the retraining schedule is checked"
     )
+    score_waiting_items: bool = Field(
+        default=False,
+        description="Score items that went to review before the project had a model (cold start) as soon as one"
+        " exists, unless reviewed first: the confident ones are auto-accepted and leave the queue",
+    )
     min_train_examples: int = Field(
         default=20, ge=2, description="Reviewed items (with at least two distinct labels) before a first model"
     )

@@ -42,8 +42,14 @@ async def score_waiting(tx: Transaction, provider: LabelProvider, project_id: st
     for doc in await tx.find(UNSCORED, {"project_id": project_id}, sort=[("_id", 1)], limit=limit):
         item = ItemSubmitted.model_validate(doc["item"])
         proposal = await provider.propose(
-            LabelRequest(project_id=item.project_id, item_id=item.item_id, text=item.text, task=item.task,
-                         guideline_version=item.guideline_version, image=item.image)
+            LabelRequest(
+                project_id=item.project_id,
+                item_id=item.item_id,
+                text=item.text,
+                task=item.task,
+                guideline_version=item.guideline_version,
+                image=item.image,
+            )
         )
         if proposal.confidence is None:
             continue

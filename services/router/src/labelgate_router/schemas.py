@@ -28,9 +28,16 @@ class LabelReliabilityPublic(Public):
     @classmethod
     def of(cls, row: LabelReliability) -> LabelReliabilityPublic:
         return cls(
-            label=row.label, slice_field=row.slice_field, slice_value=row.slice_value, support=row.support,
-            correct=row.correct, accuracy=row.accuracy, lower_bound=row.lower_bound, upper_bound=row.upper_bound,
-            unreliable=row.unreliable, mistaken_for=row.mistaken_for,
+            label=row.label,
+            slice_field=row.slice_field,
+            slice_value=row.slice_value,
+            support=row.support,
+            correct=row.correct,
+            accuracy=row.accuracy,
+            lower_bound=row.lower_bound,
+            upper_bound=row.upper_bound,
+            unreliable=row.unreliable,
+            mistaken_for=row.mistaken_for,
         )
 
 
@@ -55,8 +62,9 @@ class SystematicErrorsPublic(Public):
     confusion: ConfusionPublic
 
     @classmethod
-    def of(cls, project_id: str, report: SystematicErrors, min_support: int, min_accuracy: float
-           ) -> SystematicErrorsPublic:
+    def of(
+        cls, project_id: str, report: SystematicErrors, min_support: int, min_accuracy: float
+    ) -> SystematicErrorsPublic:
         return cls(
             project_id=project_id,
             reviewed=report.reviewed,

@@ -333,7 +333,6 @@ class RouterService(Service):
         project_id = event.project_id
         ctx.after_commit(lambda: self._outcome_recorded(project_id))
 
-
     async def on_item_submitted(self, event: ItemSubmitted, ctx: HandlerContext) -> None:
         """Keep the item's scalar metadata: the slices its reviewed outcome is broken down by."""
         fields = {k: v for k, v in event.metadata.items() if isinstance(v, str | int)}  # bool is an int

@@ -55,7 +55,11 @@ def systematic_errors(
     human = [str(doc["labels"][0]) for doc in usable]
     slices = [metadata.get(str(doc["item_id"]), {}) for doc in usable]
     overall, sliced = label_reliability(
-        ai, human, slices=slices, min_support=min_support, min_accuracy=min_accuracy,
+        ai,
+        human,
+        slices=slices,
+        min_support=min_support,
+        min_accuracy=min_accuracy,
         confidence_level=confidence_level,
     )
     table = confusion(human, ai) if usable else None
