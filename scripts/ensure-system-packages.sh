@@ -14,33 +14,7 @@ for i in "${!programs[@]}"; do
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "ensure-system-packages: missing ${missing[*]}; this is not a Debian-based system, install them by hand" >&2
-  exit 1
-fi
-
-run_as_root=()
-if [[ $(id -u) -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    run_as_root=(sudo -n)
-  else
-    echo "ensure-system-packages: missing ${missing[*]}; run as root (or with sudo) to install them" >&2
-    exit 1
-  fi
-fi
-
-echo "ensure-system-packages: installing ${missing[*]}" >&2
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-# --no-install-recommends: docker-compose would otherwise pull in a whole Docker engine (docker.io), and
-# prometheus its node exporter; the tests need neither.
-if ! { "${run_as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-       "${run_as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-         "${missing[@]}"; } >"$log" 2>&1; then
-  cat "$log" >&2
-  echo "ensure-system-packages: installing ${missing[*]} failed" >&2
-  exit 1
-fi
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" "${missing[@]}"
 
 for i in "${!programs[@]}"; do
   if ! command -v "${programs[$i]}" >/dev/null 2>&1; then

@@ -10,29 +10,7 @@ files=(ReutersCorn-train ReutersCorn-test ReutersGrain-train ReutersGrain-test)
 present() { [[ -e "$examples/$1.arff" || -e "$examples/$1.arff.gz" ]]; }
 
 if ! present ReutersCorn-train; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "fetch-reuters: $examples is missing and this is not a Debian-based system; install weka by hand" >&2
-    exit 1
-  fi
-  run_as_root=()
-  if [[ $(id -u) -ne 0 ]]; then
-    if command -v sudo >/dev/null 2>&1; then
-      run_as_root=(sudo -n)
-    else
-      echo "fetch-reuters: run as root (or with sudo) to install the weka package" >&2
-      exit 1
-    fi
-  fi
-  echo "fetch-reuters: installing weka (for its Reuters example files)" >&2
-  log=$(mktemp)
-  trap 'rm -f "$log"' EXIT
-  if ! { "${run_as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-         "${run_as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends weka; } \
-       >"$log" 2>&1; then
-    cat "$log" >&2
-    echo "fetch-reuters: installing weka failed" >&2
-    exit 1
-  fi
+  bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" weka  # for its Reuters example files
 fi
 
 mkdir -p "$out"
