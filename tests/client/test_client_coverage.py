@@ -66,6 +66,9 @@ ANSWERS: dict[type[BaseModel], type[BaseModel]] = {
     schemas.ReviewerPublic: client_models.Reviewer,
     schemas.AgreementPublic: client_models.Agreement,
     schemas.LabelAgreementPublic: client_models.LabelAgreement,
+    schemas.VersionAgreementPublic: client_models.VersionAgreement,
+    schemas.AiAgreementPublic: client_models.AiAgreement,
+    schemas.ReviewerAiAgreementPublic: client_models.ReviewerAiAgreement,
     schemas.ExportLine: client_models.FinalLabel,
 }
 # Request bodies the client builds from one of its models.

@@ -3,6 +3,7 @@
 from .client import LabelgateAPIError, LabelgateClient
 from .models import (
     Agreement,
+    AiAgreement,
     Box,
     Consensus,
     ConsensusMethod,
@@ -26,6 +27,7 @@ from .models import (
     RequeueScope,
     Review,
     Reviewer,
+    ReviewerAiAgreement,
     ReviewRecord,
     Routing,
     Span,
@@ -34,10 +36,12 @@ from .models import (
     SubmittedItem,
     Task,
     TaskSpec,
+    VersionAgreement,
 )
 
 __all__ = [
     "Agreement",
+    "AiAgreement",
     "Box",
     "Consensus",
     "ConsensusMethod",
@@ -64,6 +68,7 @@ __all__ = [
     "Review",
     "ReviewRecord",
     "Reviewer",
+    "ReviewerAiAgreement",
     "Routing",
     "Span",
     "Stats",
@@ -71,4 +76,5 @@ __all__ = [
     "SubmittedItem",
     "Task",
     "TaskSpec",
+    "VersionAgreement",
 ]

@@ -226,6 +226,8 @@ class Item(Model):
     """Final labels the item had before a re-review replaced them, oldest first."""
     gold: bool = False
     """A gold item (its known answer is not shown)."""
+    gold_leaked: bool = False
+    """A gold item whose proposal duplicates a training item: reviewed as usual, left out of gold accuracy."""
     required_skill: str | None = None
 
 
@@ -312,6 +314,8 @@ class Reviewer(Model):
     gold_correct: int
     gold_accuracy: float | None = None
     gold_accuracy_lower_bound: float | None = None
+    leaked_gold_items: int = 0
+    """Gold items the reviewer answered that are left out of the accuracy: their proposal leaked a training item."""
 
 
 class LabelAgreement(Model):
@@ -335,3 +339,34 @@ class Agreement(Model):
     krippendorff_alpha: float | None = None
     labels: list[LabelAgreement] = Field(default_factory=list)
     ambiguous_labels: list[str] = Field(default_factory=list)
+    by_guideline_version: list[VersionAgreement] = Field(default_factory=list)
+    """The same figures per guideline version the items were reviewed under, with human-vs-AI agreement."""
+    reviewers_vs_ai: list[ReviewerAiAgreement] = Field(default_factory=list)
+    """Per reviewer, their answers against the AI's proposed labels (a label set agrees only when equal)."""
+
+
+class AiAgreement(Model):
+    """Human-vs-AI agreement: answers against the labels the AI proposed for the same items; ``items`` counts the
+    answers compared, ``None`` when undefined."""
+
+    items: int
+    raw_agreement: float | None = None
+    cohen_kappa: float | None = None
+
+
+class ReviewerAiAgreement(AiAgreement):
+    reviewer_id: str
+
+
+class VersionAgreement(Model):
+    """Agreement on the items reviewed under one guideline version."""
+
+    guideline_version: int
+    overlapped_items: int
+    answers: int
+    cohen_kappa: float | None = None
+    fleiss_kappa: float | None = None
+    krippendorff_alpha: float | None = None
+    labels: list[LabelAgreement] = Field(default_factory=list)
+    ambiguous_labels: list[str] = Field(default_factory=list)
+    human_vs_ai: AiAgreement

@@ -113,6 +113,7 @@ def item_public(doc: Doc, reviews: Sequence[Doc]) -> ItemPublic:
         final=FinalPublic.model_validate(final) if final else None,
         earlier_finals=[FinalPublic.model_validate(earlier) for earlier in doc.get("final_history") or ()],
         gold=doc.get("gold") is not None,
+        gold_leaked=bool(doc.get("gold_leaked")),
         required_skill=doc.get("required_skill"),
     )
 

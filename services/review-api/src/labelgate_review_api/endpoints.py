@@ -134,7 +134,9 @@ async def project_stats(project_id: str, service: ServiceDep, principal: Princip
 
 @projects.get("/{project_id}/reviewers")
 async def project_reviewers(project_id: str, service: ServiceDep, principal: PrincipalDep) -> list[ReviewerPublic]:
-    """Everyone who answered review tasks in the project, with their accuracy on its gold items."""
+    """Everyone who answered review tasks in the project, with their accuracy on its gold items. Gold items whose
+    proposal duplicates a training item (leakage) are left out of the accuracy and counted in
+    `leaked_gold_items`."""
     return await service.reviewers(principal, project_id)
 
 
@@ -142,7 +144,10 @@ async def project_reviewers(project_id: str, service: ServiceDep, principal: Pri
 async def project_agreement(project_id: str, service: ServiceDep, principal: PrincipalDep) -> AgreementPublic:
     """Human-vs-human agreement on overlapped items (answered by several reviewers; see the routing settings
     `overlap_rate` and `overlap_k`): Cohen's kappa, Fleiss' kappa and Krippendorff's alpha, agreement per label,
-    and the labels whose guidelines reviewers read differently (`ambiguous_labels`)."""
+    and the labels whose guidelines reviewers read differently (`ambiguous_labels`); the same per guideline
+    version (`by_guideline_version`, with human-vs-AI agreement under each version), and each reviewer's agreement
+    with the AI's proposed labels (`reviewers_vs_ai`: Cohen's kappa and raw agreement, classification and
+    multi-label projects)."""
     return await service.agreement(principal, project_id)
 
 

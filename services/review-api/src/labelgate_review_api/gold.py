@@ -4,7 +4,7 @@ The answer stays in the review API (never on an event, never shown); the item's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 from labelgate_core.events import TaskSpec
 from labelgate_core.store.port import Doc
@@ -30,11 +30,19 @@ def check_gold(spec: TaskSpec, gold: GoldCreate, where: str) -> Doc:
     return {"labels": list(labels)}
 
 
-def reviewers_public(reviewers: Sequence[Doc], gold_reviews: Sequence[Doc]) -> list[ReviewerPublic]:
-    """Each reviewer's answers, and their accuracy on gold items with its Wilson lower bound."""
+def reviewers_public(
+    reviewers: Sequence[Doc], gold_reviews: Sequence[Doc], *, leaked: Set[str] = frozenset()
+) -> list[ReviewerPublic]:
+    """Each reviewer's answers, and their accuracy on gold items with its Wilson lower bound. Answers to the gold
+    items in ``leaked`` (whose proposal leaked a training item) are left out of the accuracy and counted apart."""
+    scoring = [r for r in gold_reviews if r["item_id"] not in leaked]
+    leaked_items: dict[str, set[str]] = {}
+    for r in gold_reviews:
+        if r["item_id"] in leaked:
+            leaked_items.setdefault(r["reviewer_id"], set()).add(r["item_id"])
     # One annotation per gold answer, labelled by whether it was right: the gold answer of each is True.
-    annotations = [Annotation(r["_id"], r["reviewer_id"], bool(r.get("gold_correct"))) for r in gold_reviews]
-    accuracy = reviewer_accuracy(annotations, {r["_id"]: True for r in gold_reviews})
+    annotations = [Annotation(r["_id"], r["reviewer_id"], bool(r.get("gold_correct"))) for r in scoring]
+    accuracy = reviewer_accuracy(annotations, {r["_id"]: True for r in scoring})
     out = []
     for doc in reviewers:
         scored = accuracy.get(doc["reviewer_id"])
@@ -46,6 +54,7 @@ def reviewers_public(reviewers: Sequence[Doc], gold_reviews: Sequence[Doc]) -> l
                 gold_correct=scored.n_correct if scored else 0,
                 gold_accuracy=scored.accuracy if scored else None,
                 gold_accuracy_lower_bound=scored.lower_bound if scored else None,
+                leaked_gold_items=len(leaked_items.get(doc["reviewer_id"], ())),
             )
         )
     return out

@@ -16,7 +16,14 @@ from labelgate_core.events import TaskType
 from labelgate_quality.agreement import cohen_kappa, fleiss_kappa, krippendorff_alpha, label_agreement
 from labelgate_quality.consensus import Annotation, dawid_skene, majority_vote
 
-from .schemas import AgreementPublic, ConsensusMethod, LabelAgreementPublic
+from .schemas import (
+    AgreementPublic,
+    AiAgreementPublic,
+    ConsensusMethod,
+    LabelAgreementPublic,
+    ReviewerAiAgreementPublic,
+    VersionAgreementPublic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +106,74 @@ def history_annotations(reviews: Sequence[Mapping[str, object]]) -> list[Annotat
     ]
 
 
-def agreement_report(reviews: Sequence[Mapping[str, object]], *, threshold: float, min_support: int) -> AgreementPublic:
-    """Human-vs-human agreement over the overlapped answers ``reviews`` (stored review documents)."""
+def agreement_report(
+    reviews: Sequence[Mapping[str, object]],
+    *,
+    threshold: float,
+    min_support: int,
+    answers: Sequence[Mapping[str, object]] = (),
+    tasks: Mapping[str, Mapping[str, Any]] | None = None,
+) -> AgreementPublic:
+    """Human-vs-human agreement over the overlapped answers ``reviews`` (stored review documents), overall and per
+    guideline version; with ``tasks`` (the answered tasks by id, which hold the proposal and the guideline version
+    of each answer), human-vs-AI agreement over ``answers`` (any answers) per reviewer and per version."""
+    tasks = tasks or {}
+    overall = _human_agreement(reviews, threshold=threshold, min_support=min_support)
+    overlapped_by_version: dict[int, list[Mapping[str, object]]] = defaultdict(list)
+    for review in reviews:
+        version = _version(review, tasks)
+        if version is not None:
+            overlapped_by_version[version].append(review)
+    pairs_by_version: dict[int, list[tuple[AnswerKey, AnswerKey]]] = defaultdict(list)
+    pairs_by_reviewer: dict[str, list[tuple[AnswerKey, AnswerKey]]] = defaultdict(list)
+    for review in answers:
+        task = tasks.get(str(review["task_id"]))
+        proposed = (task or {}).get("proposal") or {}
+        if task is None or not proposed.get("labels"):
+            continue  # no AI label to compare with (an unscored item)
+        pair = (answer_key(review["labels"]), answer_key(proposed["labels"]))  # type: ignore[arg-type]
+        pairs_by_reviewer[str(review["reviewer_id"])].append(pair)
+        version = _version(review, tasks)
+        if version is not None:
+            pairs_by_version[version].append(pair)
+    versions = sorted(set(overlapped_by_version) | set(pairs_by_version))
+    return AgreementPublic(
+        **overall,
+        by_guideline_version=[
+            VersionAgreementPublic(
+                guideline_version=version,
+                **_human_agreement(overlapped_by_version[version], threshold=threshold, min_support=min_support),
+                human_vs_ai=AiAgreementPublic(**_ai_agreement(pairs_by_version[version])),
+            )
+            for version in versions
+        ],
+        reviewers_vs_ai=[
+            ReviewerAiAgreementPublic(reviewer_id=reviewer, **_ai_agreement(pairs))
+            for reviewer, pairs in sorted(pairs_by_reviewer.items())
+        ],
+    )
+
+
+def _version(review: Mapping[str, object], tasks: Mapping[str, Mapping[str, Any]]) -> int | None:
+    """The guideline version an answer was given under: its task's."""
+    task = tasks.get(str(review["task_id"]))
+    version = (task or {}).get("guideline_version")
+    return int(version) if version is not None else None
+
+
+def _ai_agreement(pairs: Sequence[tuple[AnswerKey, AnswerKey]]) -> dict[str, Any]:
+    """Answers against proposals, each compared as a whole label set."""
+    return {
+        "items": len(pairs),
+        "raw_agreement": sum(human == ai for human, ai in pairs) / len(pairs) if pairs else None,
+        "cohen_kappa": cohen_kappa([_code(h) for h, _ in pairs], [_code(a) for _, a in pairs]) if pairs else None,
+    }
+
+
+def _human_agreement(
+    reviews: Sequence[Mapping[str, object]], *, threshold: float, min_support: int
+) -> dict[str, Any]:
+    """The human-vs-human figures of ``agreement_report`` over the overlapped answers ``reviews``."""
     rounds: dict[str, list[tuple[str, AnswerKey]]] = defaultdict(list)
     for review in sorted(reviews, key=lambda r: str(r["created_at"])):
         rounds[str(review["group"])].append(
@@ -126,17 +199,17 @@ def agreement_report(reviews: Sequence[Mapping[str, object]], *, threshold: floa
         threshold=threshold,
         min_support=min_support,
     )
-    return AgreementPublic(
-        overlapped_items=len(rated),
-        answers=sum(len(answers) for answers in rated.values()),
-        cohen_kappa=cohen,
-        fleiss_kappa=fleiss,
-        krippendorff_alpha=alpha,
-        labels=[
+    return {
+        "overlapped_items": len(rated),
+        "answers": sum(len(answers) for answers in rated.values()),
+        "cohen_kappa": cohen,
+        "fleiss_kappa": fleiss,
+        "krippendorff_alpha": alpha,
+        "labels": [
             LabelAgreementPublic(
                 label=a.label, support=a.support, specific_agreement=a.specific_agreement, ambiguous=a.ambiguous
             )
             for a in per_label
         ],
-        ambiguous_labels=[a.label for a in per_label if a.ambiguous],
-    )
+        "ambiguous_labels": [a.label for a in per_label if a.ambiguous],
+    }

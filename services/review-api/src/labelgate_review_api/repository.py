@@ -191,6 +191,22 @@ class ReviewRepository:
     async def gold_reviews(self, project_id: str) -> list[Doc]:
         return await self.db.find(REVIEWS, {"project_id": project_id, "gold": True})
 
+    async def leaked_gold_item_ids(self, project_id: str) -> set[str]:
+        """The project's gold items whose proposal was found to leak a training item (``gold_leaked``)."""
+        docs = await self.db.find(ITEMS, {"project_id": project_id, "gold_leaked": True})
+        return {doc["_id"] for doc in docs}
+
+    async def recent_reviews(self, project_id: str, *, limit: int) -> list[Doc]:
+        """The project's latest ``limit`` answers, newest first."""
+        return await self.db.find(REVIEWS, {"project_id": project_id}, sort=[("created_at", -1)], limit=limit)
+
+    async def tasks_by_ids(self, project_id: str, task_ids: Sequence[str], *, chunk: int = 500) -> dict[str, Doc]:
+        out: dict[str, Doc] = {}
+        for part in _chunks(sorted(set(task_ids)), chunk):
+            for doc in await self.db.find(TASKS, {"project_id": project_id, "_id": {"$in": list(part)}}):
+                out[doc["_id"]] = doc
+        return out
+
     async def overlap_reviews(self, project_id: str, *, limit: int) -> list[Doc]:
         """The project's latest ``limit`` answers to overlapped tasks, newest first."""
         return await self.db.find(

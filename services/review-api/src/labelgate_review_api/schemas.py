@@ -408,6 +408,11 @@ class ItemPublic(Public):
         default_factory=list, description="Final labels this item had before a re-review replaced them, oldest first"
     )
     gold: bool = Field(default=False, description="A gold item (its known answer is not shown)")
+    gold_leaked: bool = Field(
+        default=False,
+        description="A gold item whose proposal duplicates a training item (leakage): reviewed as usual, but left"
+        " out of reviewers' gold accuracy",
+    )
     required_skill: str | None = None
 
 
@@ -542,6 +547,11 @@ class ReviewerPublic(Public):
     gold_accuracy_lower_bound: float | None = Field(
         description="One-sided 95% Wilson lower bound of the gold accuracy: 3 right of 3 is not yet known good"
     )
+    leaked_gold_items: int = Field(
+        default=0,
+        description="Gold items this reviewer answered that are left out of the gold accuracy: their proposal was "
+        "found to duplicate a training item (leakage), so they no longer measure anyone",
+    )
 
 
 class LabelAgreementPublic(Public):
@@ -564,6 +574,43 @@ class AgreementPublic(Public):
     krippendorff_alpha: float | None = Field(description="Nominal alpha over every round, reviewers as coders")
     labels: list[LabelAgreementPublic] = Field(description="Per label, lowest agreement first")
     ambiguous_labels: list[str]
+    by_guideline_version: list[VersionAgreementPublic] = Field(
+        default_factory=list,
+        description="The same human-vs-human figures per guideline version the items were reviewed under, with"
+        " human-vs-AI agreement under that version; oldest version first",
+    )
+    reviewers_vs_ai: list[ReviewerAiAgreementPublic] = Field(
+        default_factory=list,
+        description="Per reviewer, agreement between their answers and the AI's proposed labels on the items they"
+        " reviewed (classification and multi-label projects; an answer agrees when its label set is the same)",
+    )
+
+
+class AiAgreementPublic(Public):
+    """Human-vs-AI agreement: reviewers' answers against the labels the AI proposed for the same items (answers to
+    items without a proposed label are left out). Null when undefined (fewer than two answers, no variation)."""
+
+    items: int = Field(description="Answers compared (one per reviewer, item and review round)")
+    raw_agreement: float | None = Field(description="Share of the answers with exactly the proposed label set")
+    cohen_kappa: float | None = Field(description="Cohen's kappa of the answers against the proposals")
+
+
+class ReviewerAiAgreementPublic(AiAgreementPublic):
+    reviewer_id: str
+
+
+class VersionAgreementPublic(Public):
+    """Agreement on the items reviewed under one guideline version."""
+
+    guideline_version: int
+    overlapped_items: int = Field(description="Overlapped rounds with at least two answers under this version")
+    answers: int
+    cohen_kappa: float | None = Field(description="Rounds answered by exactly two reviewers: first vs second")
+    fleiss_kappa: float | None = Field(description="Rounds with the most common number of answers")
+    krippendorff_alpha: float | None = Field(description="Nominal alpha over every round, reviewers as coders")
+    labels: list[LabelAgreementPublic] = Field(description="Per label, lowest agreement first")
+    ambiguous_labels: list[str]
+    human_vs_ai: AiAgreementPublic = Field(description="Every answer under this version against the AI's proposal")
 
 
 # -- export and errors ---------------------------------------------------------------------------------------

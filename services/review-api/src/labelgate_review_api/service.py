@@ -46,7 +46,7 @@ from .errors import BatchTooLargeError, ImageNotFoundError, ItemNotFoundError, P
 from .exports import ExportFormat, TrainingExport, open_training_export
 from .gold import check_gold, reviewers_public
 from .images import PreparedImage, blob_bytes, blob_doc, blob_key, check_item_fits, image_doc, prepare_images
-from .overlap import agreement_report
+from .overlap import OVERLAP_TASK_TYPES, agreement_report
 from .priority import review_priority
 from .queue import ReviewQueue
 from .repository import INDEXES, ReviewRepository, ReviewWriter
@@ -152,7 +152,12 @@ class ReviewApiService(Service):
     ) -> None:
         """Open a review round for the item the decision sends to review. An item already final gets one only
         when the decision questions its final label (a suspected label issue, a guideline change); an item
-        with an open round never gets a second (a repeated decision, a re-scored item)."""
+        with an open round never gets a second (a repeated decision, a re-scored item).
+
+        A gold item whose proposal leaks a training item (``proposal.leakage``) is marked ``gold_leaked``: it is
+        still reviewed, but no longer scores reviewers."""
+        if item.get("gold") is not None and event.proposal.leakage is not None and not item.get("gold_leaked"):
+            await writer.update_item(event.project_id, event.item_id, {"gold_leaked": True})
         questioned = REREVIEW_REASONS.intersection(event.reasons) and item.get("gold") is None
         if item.get("final") is not None and not questioned:
             log.info("review decision for an item already final ignored",
@@ -534,19 +539,34 @@ class ReviewApiService(Service):
         )
 
     async def reviewers(self, principal: Principal, project_id: str) -> list[ReviewerPublic]:
-        """Every reviewer who answered in the project, with their accuracy on its gold items."""
+        """Every reviewer who answered in the project, with their accuracy on its gold items (leaked gold items
+        left out)."""
         repo = ReviewRepository(self.store)
         await project_for(principal, repo, project_id)
-        return reviewers_public(await repo.list_reviewers(project_id), await repo.gold_reviews(project_id))
+        return reviewers_public(
+            await repo.list_reviewers(project_id),
+            await repo.gold_reviews(project_id),
+            leaked=await repo.leaked_gold_item_ids(project_id),
+        )
 
     async def agreement(self, principal: Principal, project_id: str) -> AgreementPublic:
         """Human-vs-human agreement on the project's overlapped items (the latest ``consensus_history``
-        answers), overall and per label, with the labels whose guidelines read ambiguously."""
+        answers), overall, per label and per guideline version, with the labels whose guidelines read
+        ambiguously; human-vs-AI agreement (the latest ``consensus_history`` answers against the AI's proposals)
+        per reviewer and per guideline version."""
         repo = ReviewRepository(self.store)
-        await project_for(principal, repo, project_id)
+        project = await project_for(principal, repo, project_id)
         reviews = await repo.overlap_reviews(project_id, limit=self.settings.consensus_history)
+        answers: list[Doc] = []
+        if task_spec(project).type in OVERLAP_TASK_TYPES:
+            answers = await repo.recent_reviews(project_id, limit=self.settings.consensus_history)
+        tasks = await repo.tasks_by_ids(project_id, [str(r["task_id"]) for r in [*reviews, *answers]])
         return agreement_report(
-            reviews, threshold=self.settings.agreement_threshold, min_support=self.settings.agreement_min_support
+            reviews,
+            threshold=self.settings.agreement_threshold,
+            min_support=self.settings.agreement_min_support,
+            answers=answers,
+            tasks=tasks,
         )
 
     async def open_training_export(
