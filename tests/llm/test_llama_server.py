@@ -22,6 +22,8 @@ from .helpers import TASK, FixedContext, request
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
+    # The first test's set-up may build llama-cpp-python from source (8-25 minutes on a busy 2-core machine).
+    pytest.mark.timeout(3600),
 ]
 
 
