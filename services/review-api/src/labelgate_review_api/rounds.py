@@ -87,9 +87,10 @@ async def open_round(
     value: float,
     cause_event_id: str | None,
     trace_id: str | None,
+    item_fields: Doc | None = None,
 ) -> str | None:
-    """Queue a review round for ``item`` and mark it queued; the round's id (its first task's id), or None when
-    the item already has an open round."""
+    """Queue a review round for ``item`` and mark it queued (with ``item_fields`` set in the same write); the
+    round's id (its first task's id), or None when the item already has an open round."""
     if await has_open_round(writer, item):
         return None
     project_id, item_id = item["project_id"], item["_id"]
@@ -126,7 +127,9 @@ async def open_round(
     }
     for slot in range(k):
         await writer.insert_task({**base, "_id": slot_id(project_id, item_id, round_no, slot), "slot": slot})
-    await writer.update_item(project_id, item_id, {"state": ItemState.queued.value, "review_rounds": round_no + 1})
+    await writer.update_item(
+        project_id, item_id, {**(item_fields or {}), "state": ItemState.queued.value, "review_rounds": round_no + 1}
+    )
     return group
 
 

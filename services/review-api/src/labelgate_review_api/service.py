@@ -178,10 +178,10 @@ class ReviewApiService(Service):
             value=value,
             cause_event_id=event.event_id,
             trace_id=event.trace_id,
+            item_fields={"decision": decision_doc(event)},
         )
         if group is None:
             return
-        await writer.update_item(event.project_id, event.item_id, {"decision": decision_doc(event)})
         ctx.after_commit(lambda: self._queue_changed(event.project_id))
 
     async def _on_label_finalized(self, event: Event, ctx: HandlerContext) -> None:
