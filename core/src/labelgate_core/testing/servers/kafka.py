@@ -69,6 +69,9 @@ BROKER_DEFAULTS: dict[str, str] = {
     # Lets tests use short session timeouts so that a vanished member is noticed quickly.
     "group.min.session.timeout.ms": "500",
     "num.partitions": "1",
+    # The log cleaner allocates its whole dedupe buffer (128 MB by default) when it starts: with a small test
+    # heap that alone can end the broker with an OutOfMemoryError. A test broker compacts only small topics.
+    "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
     "num.network.threads": "2",
     "num.io.threads": "4",
 }
