@@ -149,25 +149,6 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: floa
         await asyncio.sleep(0.25)
 
 
-async def until_all_decided(client: LabelgateClient, project: Project, what: str, stall_s: float = PATIENCE_S) -> None:
-    """Wait until every posted item has had its decision, however long a large backlog takes, as long as
-    decisions keep coming: fail only when none came for ``stall_s``."""
-    best, last_progress = -1, time.monotonic()
-    while True:
-        stats = await until_answered(partial(client.stats, project.id))
-        done = stats.items - stats.submitted
-        if stats.items == len(project.gold) and stats.submitted == 0:
-            return
-        if done > best:
-            best, last_progress = done, time.monotonic()
-        elif time.monotonic() - last_progress > stall_s:
-            total = len(project.gold)
-            raise AssertionError(f"no decision for {stall_s:.0f} s waiting until {what} ({done} of {total})")
-        # Not more often: the stats are counts over every item, and a MongoDB-protocol server written in
-        # Python spends a third of its time on them at one call a second with 20,000 items.
-        await asyncio.sleep(5.0)
-
-
 async def all_decided(client: LabelgateClient, project: Project) -> bool:
     """Every posted item has had its routing decision (it is queued for review, or final)."""
     stats = await until_answered(partial(client.stats, project.id))

@@ -24,7 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from functools import partial
+from typing import Any, Literal, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -55,24 +56,51 @@ OUTAGES = Counter(
 
 Dependency = Literal["store", "bus"]
 T = TypeVar("T")
+S = TypeVar("S")
 _FINAL_COMMIT_TIMEOUT_S = 5.0
 _LOG_EVERY = 10
 """During a long outage, one warning every this many failed tries (the first one is always logged)."""
 
 
-class HandlerContext:
-    """What a handler gets besides its event: the transaction, a way to emit events, and after-commit hooks."""
+@dataclass
+class _Scope:
+    """What the handlers of one transaction (a batch, or one record retried alone) share."""
 
-    def __init__(self, tx: Transaction, after_commit: list[Callable[[], None]]) -> None:
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    shared: dict[str, Any] = field(default_factory=dict)
+    flushes: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def flush(self) -> None:
+        """Run the writes deferred to the end of the transaction, once every handler has run."""
+        for flush in self.flushes:
+            await flush()
+
+
+class HandlerContext:
+    """What a handler gets besides its event: the transaction, a way to emit events, after-commit hooks, and
+    state shared with the handlers of the other events in the same transaction."""
+
+    def __init__(self, tx: Transaction, scope: _Scope) -> None:
         self.tx = tx
-        self._after_commit = after_commit
+        self._scope = scope
 
     async def emit(self, event: Event) -> None:
         await self.tx.add_outbox(event.topic, event.key, encode(event), headers_for(event))
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the transaction is durable (in-memory caches, metrics, wake-ups)."""
-        self._after_commit.append(callback)
+        self._scope.after_commit.append(callback)
+
+    def shared(self, key: str, create: Callable[[], S], flush: Callable[[S], Awaitable[None]]) -> S:
+        """State under ``key`` shared by the handlers of every event this transaction applies, made by ``create``
+        on first use; ``flush(state)`` then runs in the transaction after the last handler, before the commit.
+        Handlers accumulate there what many events write to the same documents (counters), so that the
+        transaction writes each document once instead of once per event. A batch that fails is applied again
+        record by record, each in a transaction of its own with fresh state: nothing is flushed twice."""
+        if key not in self._scope.shared:
+            state = self._scope.shared[key] = create()
+            self._scope.flushes.append(partial(flush, state))
+        return cast(S, self._scope.shared[key])
 
 
 Handler = Callable[[Event, HandlerContext], Awaitable[None]]
@@ -393,7 +421,7 @@ class EventConsumer:
         todo = batch.unsettled()
         if not todo:
             return
-        hooks: list[Callable[[], None]] = []
+        scope = _Scope()
         failed: tuple[int, Exception] | None = None
         began = done = False
         watched: _WatchedTransaction | None = None
@@ -402,10 +430,11 @@ class EventConsumer:
                 began, watched = True, _WatchedTransaction(tx)
                 for i in todo:
                     try:
-                        await self._apply(watched, batch.events[i], hooks)
+                        await self._apply(watched, batch.events[i], scope)
                     except Exception as exc:
                         failed = (i, exc)
                         raise
+                await scope.flush()
                 done = True
         except Exception as exc:
             if not began or await self._store_down():
@@ -423,13 +452,13 @@ class EventConsumer:
         for i in todo:
             batch.settle(i)
         PROCESSED.labels(self.group_id, "ok").inc(len(todo))
-        _run_hooks(hooks)
+        _run_hooks(scope.after_commit)
 
-    async def _apply(self, tx: Transaction, event: Event, hooks: list[Callable[[], None]]) -> None:
+    async def _apply(self, tx: Transaction, event: Event, scope: _Scope) -> None:
         if not await tx.claim_event(self.group_id, event.event_id):
-            hooks.append(lambda: PROCESSED.labels(self.group_id, "duplicate").inc())
+            scope.after_commit.append(lambda: PROCESSED.labels(self.group_id, "duplicate").inc())
             return
-        await self.handlers[event.topic](event, HandlerContext(tx, hooks))
+        await self.handlers[event.topic](event, HandlerContext(tx, scope))
 
     async def _process_one(self, batch: _Batch, i: int, *, first_failure: Exception | None = None) -> None:
         """Apply record ``i`` in its own transaction, retrying what is retriable with jittered exponential
@@ -442,13 +471,14 @@ class EventConsumer:
         while error is None or self._retriable(error, attempts):
             if attempts:
                 await asyncio.sleep(self._backoff_s(attempts))
-            hooks: list[Callable[[], None]] = []
+            scope = _Scope()
             began = done = False
             watched: _WatchedTransaction | None = None
             try:
                 async with self.store_transaction() as tx:
                     began, watched = True, _WatchedTransaction(tx)
-                    await self._apply(watched, event, hooks)
+                    await self._apply(watched, event, scope)
+                    await scope.flush()
                     done = True
             except Exception as exc:
                 if not began or await self._store_down():
@@ -458,7 +488,7 @@ class EventConsumer:
                 attempts += 1
                 error = exc
                 continue
-            _run_hooks(hooks)
+            _run_hooks(scope.after_commit)
             PROCESSED.labels(self.group_id, "ok").inc()
             return
         log.warning(

@@ -22,7 +22,10 @@ RELAYED = Counter(
 
 
 class OutboxRelay:
-    def __init__(self, store: Store, bus: Bus, *, service: str, batch: int = 500, idle_s: float = 0.2) -> None:
+    def __init__(self, store: Store, bus: Bus, *, service: str, batch: int = 500, idle_s: float = 2.0) -> None:
+        """``idle_s``: how often an idle relay looks at the outbox anyway. This process's own commits wake it at
+        once (the store's outbox signal); the look finds what no signal announces: entries that another replica
+        of the service committed and did not publish before it died."""
         self._store = store
         self._bus = bus
         self._service = service

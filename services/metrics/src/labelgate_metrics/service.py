@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from functools import partial
+from typing import Any
 
 from labelgate_core.bus.port import Bus
 from labelgate_core.consumer import Handler, HandlerContext, RetryPolicy
@@ -138,7 +140,14 @@ class MetricsService(Service):
                 },
                 upsert=True,
             )
-        applied = [change for change in changes if await _write(ctx.tx, change)]
+        increments = ctx.shared("metrics.series", SeriesIncrements, partial(SeriesIncrements.write, tx=ctx.tx))
+        applied = []
+        for change in changes:
+            if change.maximum is None:
+                increments.add(change)
+                applied.append(change)
+            elif await _raise_to(ctx.tx, change):
+                applied.append(change)
 
         def apply() -> None:
             self.aggregates.apply(applied)
@@ -148,21 +157,37 @@ class MetricsService(Service):
         ctx.after_commit(apply)
 
 
-async def _write(tx: Transaction, change: Change) -> bool:
-    """Write ``change`` to its series document; False when it changes nothing (an older version)."""
+class SeriesIncrements:
+    """The increments a transaction's events make to counter and histogram series, summed per series document,
+    so that a batch writes each series once however many of its events touch it."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[dict[str, Any], dict[str, float]]] = {}
+
+    def add(self, change: Change) -> None:
+        key = change.key
+        _, inc = self._by_id.setdefault(
+            key.id, ({"metric": key.metric, "project": key.project, "labels": list(key.labels)}, {})
+        )
+        if change.observe is not None:
+            slot = bucket_for(METRICS_BY_NAME[key.metric].buckets, change.observe)
+            for field, value in (("count", 1.0), ("sum", change.observe), (f"buckets.{slot}", 1.0)):
+                inc[field] = inc.get(field, 0.0) + value
+        else:
+            inc["value"] = inc.get("value", 0.0) + change.add
+
+    async def write(self, tx: Transaction) -> None:
+        for series_id, (identity, inc) in self._by_id.items():
+            await tx.update_one(SERIES, {"_id": series_id}, set=identity, inc=inc, upsert=True)
+
+
+async def _raise_to(tx: Transaction, change: Change) -> bool:
+    """Raise a series to ``change.maximum``; False when that changes nothing (an older version)."""
     key = change.key
     where = {"_id": key.id}
+    current = await tx.find_one(SERIES, where)
+    if current is not None and float(current.get("value", 0.0)) >= (change.maximum or 0.0):
+        return False
     identity = {"metric": key.metric, "project": key.project, "labels": list(key.labels)}
-    if change.observe is not None:
-        slot = bucket_for(METRICS_BY_NAME[key.metric].buckets, change.observe)
-        await tx.update_one(
-            SERIES, where, set=identity, inc={"count": 1, "sum": change.observe, f"buckets.{slot}": 1}, upsert=True
-        )
-    elif change.maximum is not None:
-        current = await tx.find_one(SERIES, where)
-        if current is not None and float(current.get("value", 0.0)) >= change.maximum:
-            return False
-        await tx.update_one(SERIES, where, set={**identity, "value": change.maximum}, upsert=True)
-    else:
-        await tx.update_one(SERIES, where, set=identity, inc={"value": change.add}, upsert=True)
+    await tx.update_one(SERIES, where, set={**identity, "value": change.maximum}, upsert=True)
     return True

@@ -181,7 +181,10 @@ class ReviewRepository:
         return await self.db.find(TASKS, {"project_id": project_id, "item_id": item_id, "group": group})
 
     async def open_tasks_of_item(self, project_id: str, item_id: str) -> list[Doc]:
-        return await self.db.find(TASKS, {"project_id": project_id, "item_id": item_id, "done": False})
+        # Read by (project, item) alone: with ``done`` in the filter a query planner may prefer the lease index
+        # (project, done, ...) and walk every open task of the project; an item has only a few tasks.
+        tasks = await self.db.find(TASKS, {"project_id": project_id, "item_id": item_id})
+        return [doc for doc in tasks if doc.get("done") is False]
 
     async def reviews_of_group(self, project_id: str, item_id: str, group: str) -> list[Doc]:
         return await self.db.find(
