@@ -68,6 +68,8 @@ def slot_id(project_id: str, item_id: str, round_no: int, slot: int) -> str:
 
 async def has_open_round(writer: ReviewWriter, item: Doc) -> bool:
     project_id, item_id = item["project_id"], item["_id"]
+    if not item.get("review_rounds") and item.get("state") == ItemState.submitted.value:
+        return False  # never queued: tasks are only ever inserted with the item's round count or state
     if await writer.open_tasks_of_item(project_id, item_id):
         return True
     # Items queued before rounds existed have no round count: their one task id tells.

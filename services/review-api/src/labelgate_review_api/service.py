@@ -163,7 +163,11 @@ class ReviewApiService(Service):
             log.info("review decision for an item already final ignored",
                      extra={"item_id": event.item_id, "event_id": event.event_id})
             return
-        project = await writer.get_project(event.project_id)
+        # Read once per transaction: a batch of decisions is mostly of one project.
+        projects: dict[str, Doc | None] = ctx.shared("review-api.projects", dict, _nothing_to_write)
+        if event.project_id not in projects:
+            projects[event.project_id] = await writer.get_project(event.project_id)
+        project = projects[event.project_id]
         if project is None:
             raise PermanentError(f"decision {event.event_id} is for unknown project {event.project_id}")
         priority, value = review_priority(event, await writer.final_label_counts(event.project_id))
@@ -628,3 +632,7 @@ def _annotations(event: LabelFinalized) -> Doc:
         "spans": [span.model_dump(mode="json") for span in event.spans],
         "boxes": [box.model_dump(mode="json") for box in event.boxes],
     }
+
+
+async def _nothing_to_write(state: object) -> None:
+    """The flush of transaction-scoped state that is only read."""
