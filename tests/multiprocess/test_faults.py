@@ -64,11 +64,11 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 KILL_ITEMS = int(os.environ.get("LABELGATE_CHAOS_ITEMS", "20000"))
 """Items that flow while the router is killed, as the issue asks. They are posted in ``KILLS`` chunks, one before
 each kill, so that the kills spread over the whole flow. On this 2-core machine (which also runs the broker,
-the MongoDB-protocol server and the four services) the test took 11 minutes with 20,000 items (642 s, the
-kills spread over its first 404 s, while other tests ran beside it): a restart
-costs a process start and Kafka's 10 s session timeout before the group hands the partitions over, and a router
-killed mid-batch leaves an open transaction holding that batch's inbox records for 60 s (MongoDB's transaction
-lifetime), which its successor waits out. Set ``LABELGATE_CHAOS_ITEMS`` lower for a quicker run."""
+the MongoDB-protocol server and the four services) the test took 11 minutes with 20,000 items (642 s, the kills
+spread over its first 404 s, while other tests ran beside it): a restart costs a process start and Kafka's 10 s
+session timeout before the group hands the partitions over, and a router killed mid-batch leaves an open
+transaction holding that batch's inbox records for 60 s (MongoDB's transaction lifetime), which its successor
+waits out. Set ``LABELGATE_CHAOS_ITEMS`` lower for a quicker run."""
 KILLS = 10
 GRACE_S = 25.0
 CLEAN_EXIT = (0, -signal.SIGTERM)
