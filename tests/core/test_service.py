@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
+from labelgate_core.app import lifespan_for
 from labelgate_core.bus.memory import MemoryBus
 from labelgate_core.consumer import Handler, HandlerContext
 from labelgate_core.events import Event, ItemSubmitted, LabelScored, Proposal
@@ -163,3 +165,32 @@ async def test_a_stopped_service_starts_again_where_it_left_off(bus: MemoryBus, 
     finally:
         await service.stop()
     assert len(await read_topic(bus, LABEL_SCORED, 2)) == 2
+
+
+class _HangingBus(MemoryBus):
+    """A bus whose broker is gone: stopping it would wait forever for what it has in flight."""
+
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+class _HangingStore(SqliteStore):
+    """A store whose server is gone: closing it never returns."""
+
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_shutdown_ends_within_the_grace_period_when_neither_bus_nor_store_answers(tmp_path: Path) -> None:
+    """What SIGTERM runs in every service process: the services stop, then the bus, all within the grace period,
+    however the store and the bus behave."""
+    bus = _HangingBus()
+    services = [
+        ScoringService(bus=bus, store=_HangingStore(tmp_path / f"scoring-{i}.db")) for i in range(2)
+    ]
+    lifespan = lifespan_for(bus, services, grace_s=2.0)
+    loop = asyncio.get_running_loop()
+    async with lifespan(FastAPI()):
+        assert all([await service.ready() for service in services])
+        began = loop.time()
+    assert loop.time() - began < 2.0 + 0.5

@@ -109,7 +109,7 @@ class Service:
             log.warning("outbox not fully published at stop; it is published after the restart",
                         extra={"service": self.name, "error": repr(exc)})
         try:
-            await self.store.stop()
+            await asyncio.wait_for(self.store.stop(), max(deadline - time.monotonic(), 0.5))
         except Exception as exc:
             log.warning("store did not close cleanly", extra={"service": self.name, "error": repr(exc)})
         log.info("service stopped", extra={"service": self.name, "forced": len(pending)})
