@@ -248,7 +248,7 @@ class Cluster:
 
 def cluster_env(bootstrap: str, mongo_url: str, prefix: str, ports: Mapping[str, int]) -> dict[str, str]:
     """The environment of every service: this process's, without inherited ``LABELGATE_*`` settings, plus
-    Kafka and MongoDB for the single test broker and server, and quick retraining."""
+    Kafka and MongoDB for the single test broker and server, and quick retraining and recalibration."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("LABELGATE_")}
     env.update(
         {
@@ -267,6 +267,8 @@ def cluster_env(bootstrap: str, mongo_url: str, prefix: str, ports: Mapping[str,
             "LABELGATE_LABELER_RETRAIN_EVERY_REVIEWS": "20",
             "LABELGATE_LABELER_RETRAIN_INTERVAL_S": "2",
             "LABELGATE_LABELER_RETRAIN_CHECK_S": "0.5",
+            # And a calibration refit soon after the last outcome (by default within 30 s).
+            "LABELGATE_ROUTER_CALIBRATION_INTERVAL_S": "2",
         }
     )
     for service, port in ports.items():

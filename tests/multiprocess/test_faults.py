@@ -331,7 +331,9 @@ async def test_replaying_the_routers_whole_history_changes_nothing(services: Clu
 
 
 async def quiet(cluster: Cluster, db: AsyncMongoClient[Doc]) -> bool:
-    """Every consumer group has committed the end of its topics and no service has an outbox entry left."""
+    """Every consumer group has committed the end of its topics, no service has an outbox entry left, and the
+    router has fitted its calibrations to every outcome it recorded (a refit is deferred work, done on a timer
+    and again by a restarted router that finds outcomes newer than its last fit)."""
     for groups in GROUPS.values():
         for group, topics in groups.items():
             ends = per_topic(await end_offsets(cluster.bootstrap, topics), topics)
@@ -340,6 +342,12 @@ async def quiet(cluster: Cluster, db: AsyncMongoClient[Doc]) -> bool:
                 return False
     for service in GROUPS:
         if await find(db, cluster.database(service), "_outbox", {}):
+            return False
+    router = db.get_database(cluster.database("router"))
+    fitted = {fit["_id"]: int(fit.get("n_outcomes", 0)) for fit in await find(db, router.name, "calibrations", {})}
+    outcomes = router.get_collection("outcomes")
+    for project_id in await outcomes.distinct("project_id"):
+        if fitted.get(project_id, 0) < await outcomes.count_documents({"project_id": project_id}):
             return False
     return True
 
