@@ -1,5 +1,5 @@
-"""The ASGI shell around one or more services: a lifespan that starts the bus, then the services, and stops
-them in reverse order (drain, commit, publish the outbox) when the server shuts down."""
+"""The ASGI shell around one or more services: a lifespan that starts the bus, then the services, and at shutdown
+stops the services together (drain, commit, publish the outbox) and then the bus, within one grace period."""
 
 from __future__ import annotations
 
