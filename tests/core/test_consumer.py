@@ -8,6 +8,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from labelgate_core.consumer import EventConsumer, Handler, HandlerContext, Retr
 from labelgate_core.errors import PermanentError, RetriableError
 from labelgate_core.events import Event, ItemSubmitted, LabelScored, Proposal
 from labelgate_core.outbox import OutboxRelay
+from labelgate_core.store.port import Transaction
 from labelgate_core.store.sqlite import SqliteStore
 from labelgate_core.topics import ITEM_SUBMITTED, LABEL_SCORED, decode, dlq_topic
 
@@ -126,6 +128,33 @@ async def test_an_event_delivered_twice_is_applied_once(bus: MemoryBus, store: S
 
     assert await applied(store) == {"first": 1, "second": 1}
     assert handler.calls == {"first": 1, "second": 1}, "a duplicate never reaches the handler"
+
+
+async def test_state_shared_in_a_transaction_is_flushed_once_when_the_batch_is_applied_again_record_by_record(
+    bus: MemoryBus, store: SqliteStore, run: Run
+) -> None:
+    """Handlers sum into transaction-scoped state, written once by its flush. One handler fails the first time:
+    the batch rolls back (its flush never ran) and each record is applied alone with fresh state, so every event
+    counts exactly once."""
+    calls: dict[str, int] = {}
+
+    async def write(tx: Transaction, counts: dict[str, int]) -> None:
+        await tx.update_one("applied", {"_id": "total"}, inc={"n": sum(counts.values())}, upsert=True)
+
+    async def handler(event: Event, ctx: HandlerContext) -> None:
+        assert isinstance(event, ItemSubmitted)
+        counts = ctx.shared("test.counts", dict, partial(write, ctx.tx))
+        counts[event.text] = counts.get(event.text, 0) + 1
+        calls[event.text] = calls.get(event.text, 0) + 1
+        if event.text == "flaky" and calls[event.text] == 1:
+            raise RuntimeError("first attempt fails")
+
+    await publish(bus, *(submitted(f"item-{i}", text) for i, text in enumerate(["a", "b", "flaky", "c"])))
+    running = await run({ITEM_SUBMITTED: handler})
+    await running.drained()
+
+    assert calls["flaky"] == 2, "the batch was applied again record by record"
+    assert await applied(store) == {"total": 4}
 
 
 async def test_a_permanent_error_goes_to_the_dead_letter_topic_at_once(

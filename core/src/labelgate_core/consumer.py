@@ -91,15 +91,17 @@ class HandlerContext:
         """Run ``callback`` once the transaction is durable (in-memory caches, metrics, wake-ups)."""
         self._scope.after_commit.append(callback)
 
-    def shared(self, key: str, create: Callable[[], S], flush: Callable[[S], Awaitable[None]]) -> S:
+    def shared(self, key: str, create: Callable[[], S], flush: Callable[[S], Awaitable[None]] | None = None) -> S:
         """State under ``key`` shared by the handlers of every event this transaction applies, made by ``create``
-        on first use; ``flush(state)`` then runs in the transaction after the last handler, before the commit.
+        on first use; ``flush(state)``, if given, then runs in the transaction after the last handler, before the
+        commit (without one the state is a cache of what the transaction read).
         Handlers accumulate there what many events write to the same documents (counters), so that the
         transaction writes each document once instead of once per event. A batch that fails is applied again
         record by record, each in a transaction of its own with fresh state: nothing is flushed twice."""
         if key not in self._scope.shared:
             state = self._scope.shared[key] = create()
-            self._scope.flushes.append(partial(flush, state))
+            if flush is not None:
+                self._scope.flushes.append(partial(flush, state))
         return cast(S, self._scope.shared[key])
 
 

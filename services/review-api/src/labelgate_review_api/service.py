@@ -164,7 +164,7 @@ class ReviewApiService(Service):
                      extra={"item_id": event.item_id, "event_id": event.event_id})
             return
         # Read once per transaction: a batch of decisions is mostly of one project.
-        projects: dict[str, Doc | None] = ctx.shared("review-api.projects", dict, _nothing_to_write)
+        projects: dict[str, Doc | None] = ctx.shared("review-api.projects", dict)
         if event.project_id not in projects:
             projects[event.project_id] = await writer.get_project(event.project_id)
         project = projects[event.project_id]
@@ -632,7 +632,3 @@ def _annotations(event: LabelFinalized) -> Doc:
         "spans": [span.model_dump(mode="json") for span in event.spans],
         "boxes": [box.model_dump(mode="json") for box in event.boxes],
     }
-
-
-async def _nothing_to_write(state: object) -> None:
-    """The flush of transaction-scoped state that is only read."""
