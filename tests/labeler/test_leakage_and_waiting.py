@@ -25,6 +25,7 @@ def settings() -> LabelerSettings:
         retrain_every_reviews=1000,
         retrain_interval_s=3600,
         retrain_check_s=60,
+        retrain_on_review=False,
         score_waiting_items=True,
     )
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from labelgate_core.events import TaskType
-from labelgate_labeler.model import ModelConfig, RetrainPolicy, TrainingError, train, trainable
+from labelgate_labeler.model import Classifier, ModelConfig, RetrainPolicy, TrainingError, train, trainable
 
 pytestmark = pytest.mark.unit
 
@@ -41,9 +41,13 @@ def single_label_set(n_per_class: int, seed: int = 0) -> tuple[list[str], list[t
     return texts, labels
 
 
-def test_single_label_model_learns_a_separable_set() -> None:
+@pytest.mark.parametrize("classifier", list(Classifier))
+def test_single_label_model_learns_a_separable_set(classifier: Classifier) -> None:
     texts, labels = single_label_set(12)
-    model = train(texts, labels, TaskType.classification, label_space=("billing", "shipping", "account"))
+    model = train(
+        texts, labels, TaskType.classification, label_space=("billing", "shipping", "account"),
+        config=ModelConfig(classifier=classifier),
+    )
 
     test_texts, truth = single_label_set(5, seed=99)
     predictions = model.predict_many(test_texts)
@@ -219,3 +223,18 @@ def test_trainable_needs_enough_examples_and_two_labels() -> None:
 )
 def test_retrain_policy(new_reviews: int, since: float | None, due: bool) -> None:
     assert RetrainPolicy(every_reviews=50, interval_s=30.0).due(new_reviews, since) is due
+
+
+@pytest.mark.parametrize(
+    ("new_reviews", "trained_on", "due"),
+    [
+        (5, 20, True),  # a quarter of what the model knows
+        (4, 20, False),
+        (49, 400, False),  # an older model waits for the count (or the interval)
+        (50, 400, True),
+        (5, None, False),  # no record of what it was trained on: the other rules only
+    ],
+)
+def test_retrain_policy_refits_a_young_model_sooner(new_reviews: int, trained_on: int | None, due: bool) -> None:
+    policy = RetrainPolicy(every_reviews=50, interval_s=30.0, growth=0.25)
+    assert policy.due(new_reviews, 1.0, trained_on) is due

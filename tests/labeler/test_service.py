@@ -210,7 +210,7 @@ async def test_cold_start_proposal_has_no_confidence(harness: Harness) -> None:
     assert (event.task, event.routing, event.guideline_version) == (TASK, ROUTING, 3)
     assert event.submitted_at == submitted.occurred_at
     proposal = event.proposal
-    assert (proposal.model_id, proposal.model_version) == ("local-tfidf-lr", 0)
+    assert (proposal.model_id, proposal.model_version) == ("local-tfidf-linear", 0)
     assert proposal.labels == ()
     assert proposal.confidence is None
     assert proposal.cost_usd == 0.0
@@ -230,7 +230,7 @@ async def test_reviews_train_a_version_and_later_items_get_confident_labels(harn
 
     assert isinstance(update, ModelUpdated)
     assert (update.project_id, update.item_id) == (PROJECT, PROJECT)
-    assert (update.model_id, update.model_version, update.trained_on) == ("local-tfidf-lr", 1, 20)
+    assert (update.model_id, update.model_version, update.trained_on) == ("local-tfidf-linear", 1, 20)
     assert update.train_seconds > 0
     [version] = await service.store.find("model_versions", {"project_id": PROJECT})
     assert version["version"] == 1
@@ -270,6 +270,30 @@ async def test_more_reviews_make_a_new_version_on_schedule(harness: Harness) -> 
     assert isinstance(update, ModelUpdated)
     assert (update.model_version, update.trained_on) == (2, 25)
     assert [v["version"] for v in await service.store.find("model_versions", {}, sort=[("version", 1)])] == [1, 2]
+
+
+async def test_a_young_model_is_refitted_as_soon_as_its_reviews_grow_by_a_quarter(harness: Harness) -> None:
+    # No tick and no count would retrain within the test: only a review waking the schedule, and the growth rule.
+    harness.settings = LabelerSettings(
+        min_train_examples=20, retrain_every_reviews=1000, retrain_interval_s=3600, retrain_check_s=60,
+        retrain_growth=0.25,
+    )
+    updates = await harness.reader(MODEL_UPDATED)
+    service = await harness.start()
+    await publish(harness.bus, *reviews(20))
+    [first] = await updates.take(1)
+    await publish(harness.bus, *reviews(4, seed=2))
+    await idle(service, harness.bus)
+    assert await service.retrain_due() == {}  # 4 new reviews < 25% of 20 examples
+    await publish(harness.bus, *reviews(1, seed=3))
+    [second] = await updates.take(1)
+
+    assert isinstance(first, ModelUpdated)
+    assert isinstance(second, ModelUpdated)
+    assert (first.model_version, first.trained_on) == (1, 20)
+    assert (second.model_version, second.trained_on) == (2, 25)
+    [project] = await service.store.find("projects", {"_id": PROJECT})
+    assert project["trained_on"] == 25
 
 
 async def test_a_redelivered_review_is_not_counted_twice(harness: Harness) -> None:

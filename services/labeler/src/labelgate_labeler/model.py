@@ -1,4 +1,13 @@
-"""The local model: TF-IDF features and logistic regression, trained on a project's reviewed items.
+"""The local model: TF-IDF features and a linear classifier, trained on a project's reviewed items.
+
+The classifier is a linear support vector machine (scikit-learn's ``LinearSVC``, an exact and deterministic
+solver) by default, logistic regression on request. Confidence is the
+probability the classifier gives (for the SVM, its margin through Platt scaling fitted on held-out folds of
+the training examples), which the router calibrates again on reviewed items. What decides the choice is how
+well confidence *ranks* right above wrong, because the router auto-accepts from the top of that ranking: on the
+SpamAssassin corpus, trained on 600 random emails, the margins of the SVM rank well enough that 93% of the
+remaining emails can be auto-accepted at 99.5% precision, against 81% for logistic regression's probabilities
+(benchmarks/README.md, "The local model's classifier").
 
 Pure domain code (scikit-learn and numpy only). Training is CPU-bound and synchronous: callers run it in a
 worker thread. A fitted model is immutable, so one thread may predict with it while another trains its
@@ -10,18 +19,28 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.svm import LinearSVC
 
 from labelgate_core.events import TaskType
 
 SUPPORTED_TASKS = frozenset({TaskType.classification, TaskType.multi_label})
 
 Probabilities = NDArray[np.float64]
+
+
+class Classifier(StrEnum):
+    svm = "svm"
+    """Linear SVM (squared hinge loss): margins that rank well from a few hundred examples."""
+    logistic = "logistic"
+    """Logistic regression (L-BFGS)."""
 
 
 class TrainingError(ValueError):
@@ -34,9 +53,11 @@ class ModelConfig:
     max_chars: int = 20_000
     """Long texts (whole emails) are cut here: the opening carries the signal, the tail costs memory."""
     max_ngram: int = 2
+    classifier: Classifier = Classifier.svm
     c: float = 10.0
-    """Inverse regularisation strength. With a few dozen short examples C=1 leaves every probability near
-    0.5; 10 lets a separable set reach useful confidence, and the router calibrates what is left."""
+    """Inverse regularisation strength. Logistic regression: with a few dozen short examples C=1 leaves every
+    probability near 0.5; 10 lets a separable set reach useful confidence, and the router calibrates the rest.
+    SVM: 10 ranked better than 3 on SpamAssassin and as well as 30."""
     max_iter: int = 1000
     holdout_every: int = 5
     """Every n-th example (in the caller's order) is held out to measure accuracy before the final fit."""
@@ -83,8 +104,16 @@ def _fit_features(texts: Sequence[str], config: ModelConfig) -> tuple[TfidfVecto
     return vectorizer, features
 
 
-def _regression(config: ModelConfig) -> LogisticRegression:
-    return LogisticRegression(C=config.c, max_iter=config.max_iter)
+def _regression(config: ModelConfig) -> Any:
+    """A scikit-learn ``LogisticRegression`` or ``LinearSVC``, unfitted."""
+    if config.classifier is Classifier.logistic:
+        return LogisticRegression(C=config.c, max_iter=config.max_iter)
+    return LinearSVC(C=config.c, max_iter=config.max_iter)
+
+
+def _sigmoid(margins: NDArray[np.float64]) -> Probabilities:
+    result: Probabilities = 1.0 / (1.0 + np.exp(-margins))
+    return result
 
 
 def _laplace(positives: int, total: int) -> float:
@@ -98,9 +127,10 @@ def _logit(p: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class _SoftmaxScorer:
-    """Single-label: one multinomial logistic regression over the classes seen in training."""
+    """Single-label with logistic regression: one multinomial model over the classes seen in training."""
 
-    regression: LogisticRegression
+    regression: Any
+    """A fitted ``LogisticRegression``."""
     labels: tuple[str, ...]
 
     def proba(self, features: Any) -> Probabilities:
@@ -109,25 +139,65 @@ class _SoftmaxScorer:
 
 @dataclass(frozen=True, slots=True)
 class _SigmoidScorer:
-    """Multi-label: one binary logistic regression per label (one-vs-rest), stacked into one weight matrix
-    so a prediction is a single sparse product however many labels there are. A label that is always or
-    never present in the examples cannot be fitted; it gets zero weights and its smoothed base rate."""
+    """One binary classifier per label (one-vs-rest), stacked into one weight matrix so a prediction is a
+    single sparse product however many labels there are; each row gives the label's probability (an SVM's
+    margin goes through its Platt scaling, folded into the weights). Multi-label: a label always or never present
+    in the examples cannot be fitted; it gets zero weights and its smoothed base rate. Single-label (``exclusive``):
+    two classes share one classifier (``weights`` has a row for the second label only); more are normalised to
+    sum to one."""
 
     labels: tuple[str, ...]
     weights: NDArray[np.float32]
     intercepts: NDArray[np.float64]
+    exclusive: bool = False
 
     def proba(self, features: Any) -> Probabilities:
-        logits = np.asarray(features @ self.weights.T, dtype=np.float64) + self.intercepts
-        result: Probabilities = 1.0 / (1.0 + np.exp(-logits))
+        rows = _sigmoid(np.asarray(features @ self.weights.T, dtype=np.float64) + self.intercepts)
+        if not self.exclusive:
+            return rows
+        if len(self.labels) == 2:
+            return np.column_stack([1.0 - rows[:, 0], rows[:, 0]])
+        result: Probabilities = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1e-12)
         return result
 
 
-def _fit_single(features: Any, targets: Sequence[str], config: ModelConfig) -> _SoftmaxScorer:
-    if len(set(targets)) < 2:
+def _fit_binary(features: Any, column: NDArray[np.int8], config: ModelConfig) -> tuple[NDArray[np.float64], float]:
+    """Weights and intercept whose logistic function is the probability of the positive class. Logistic
+    regression gives them directly. An SVM's margin is no probability; Platt scaling maps it to one with a
+    logistic fit on margins the SVM gave examples it was not trained on (stratified folds), and the map, being
+    linear in the margin, folds into the weights. Platt's map is monotone: the ranking the router relies on is the
+    SVM's own."""
+    regression = _regression(config).fit(features, column)
+    weights = np.asarray(regression.coef_[0], dtype=np.float64)
+    intercept = float(regression.intercept_[0])
+    if config.classifier is Classifier.logistic:
+        return weights, intercept
+    folds = min(3, int(column.sum()), int(len(column) - column.sum()))
+    if folds < 2:
+        return weights, intercept  # too few of one class to hold any out: the plain margin
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    margins = cross_val_predict(_regression(config), features, column, cv=splitter, method="decision_function")
+    # Regularised (C=1), so that a separable set gets a steep but finite slope, never probabilities of exactly 1.
+    platt = LogisticRegression(C=1.0).fit(np.asarray(margins).reshape(-1, 1), column)
+    slope, offset = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    return weights * slope, intercept * slope + offset
+
+
+def _fit_single(features: Any, targets: Sequence[str], config: ModelConfig) -> _Scorer:
+    classes = tuple(sorted(set(targets)))
+    if len(classes) < 2:
         raise TrainingError("single-label training needs at least two distinct labels")
-    regression = _regression(config).fit(features, list(targets))
-    return _SoftmaxScorer(regression, tuple(str(c) for c in regression.classes_))
+    if config.classifier is Classifier.logistic:
+        regression = _regression(config).fit(features, list(targets))
+        return _SoftmaxScorer(regression, tuple(str(c) for c in regression.classes_))
+    fitted = classes[1:] if len(classes) == 2 else classes
+    weights = np.zeros((len(fitted), features.shape[1]), dtype=np.float32)
+    intercepts = np.zeros(len(fitted), dtype=np.float64)
+    for k, label in enumerate(fitted):
+        column = np.fromiter((t == label for t in targets), dtype=np.int8, count=len(targets))
+        row, intercepts[k] = _fit_binary(features, column, config)
+        weights[k] = row
+    return _SigmoidScorer(classes, weights, intercepts, exclusive=True)
 
 
 def _fit_multi(
@@ -140,9 +210,8 @@ def _fit_multi(
         column = np.fromiter((label in t for t in targets), dtype=np.int8, count=n)
         positives = int(column.sum())
         if 0 < positives < n:
-            regression = _regression(config).fit(features, column)
-            weights[k] = regression.coef_[0]
-            intercepts[k] = float(regression.intercept_[0])
+            row, intercepts[k] = _fit_binary(features, column, config)
+            weights[k] = row
         else:
             intercepts[k] = _logit(_laplace(positives, n))
     return _SigmoidScorer(labels, weights, intercepts)
@@ -300,15 +369,20 @@ def train(
 
 @dataclass(frozen=True, slots=True)
 class RetrainPolicy:
-    """When a project's model is stale enough to refit: after ``every_reviews`` new reviews, or after any new
-    review once ``interval_s`` has passed since the last training (at once if it never trained)."""
+    """When a project's model is stale enough to refit: after ``every_reviews`` new reviews, or once the new
+    reviews reach ``growth`` times the examples the model was trained on (a young model, trained on 20 items,
+    is refitted after 5 more, not 50: it is the one that most needs them), or after any new review once
+    ``interval_s`` has passed since the last training (at once if it never trained)."""
 
     every_reviews: int
     interval_s: float
+    growth: float = 0.0
 
-    def due(self, new_reviews: int, seconds_since_training: float | None) -> bool:
+    def due(self, new_reviews: int, seconds_since_training: float | None, trained_on: int | None = None) -> bool:
         if new_reviews <= 0:
             return False
         if new_reviews >= self.every_reviews or seconds_since_training is None:
+            return True
+        if self.growth > 0 and trained_on is not None and new_reviews >= self.growth * trained_on:
             return True
         return seconds_since_training >= self.interval_s

@@ -17,7 +17,7 @@ from .ner import EntityModel
 
 log = logging.getLogger(__name__)
 
-LOCAL_MODEL_ID = "local-tfidf-lr"
+LOCAL_MODEL_ID = "local-tfidf-linear"
 LOCAL_ENTITY_MODEL_ID = "local-crf"
 """The local model of entity tasks (a CRF, see ``ner``): its proposals and versions carry this id."""
 

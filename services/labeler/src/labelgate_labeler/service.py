@@ -4,7 +4,7 @@ Store collections (the labeler's own):
 - ``examples``: one reviewed item per project and item (``_id`` ``<project>:<item>``), with its labels and,
   for entity tasks, its spans; a later review of the same item replaces them.
 - ``projects``: per project, its latest task spec and guideline version, the reviews not yet trained on
-  (``new_reviews``), the current model version and when it was trained.
+  (``new_reviews``), the current model version, when it was trained and on how many examples.
 - ``model_versions``: one record per trained version (``<project>:<version>``).
 
 Models live in memory. At start-up each project's model is rebuilt from its stored examples: with no review
@@ -16,7 +16,6 @@ recorded one, so it is recorded as a new version and announced with ``model.upda
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Mapping
@@ -50,7 +49,7 @@ from . import unscored
 from .leakage import TrainingLeaks
 from .llm.budget import Budget
 from .llm.jobs import JobSettings, RemoteLabeling
-from .model import ModelConfig, RetrainPolicy, TrainedModel, TrainingError, train, trainable
+from .model import Classifier, ModelConfig, RetrainPolicy, TrainedModel, TrainingError, train, trainable
 from .ner import EntityModel, EntityModelConfig, EntityTrainingError, entity_trainable, train_entities
 from .provider import LOCAL_ENTITY_MODEL_ID, LOCAL_MODEL_ID, LabelProvider, LabelRequest, LocalModelProvider
 from .settings import LabelerSettings
@@ -132,8 +131,11 @@ class LabelerService(Service):
         self.local = LocalModelProvider()
         self.provider: LabelProvider = provider or self.local
         """Who labels items. The local model is always trained from reviews, whoever labels."""
-        self.policy = RetrainPolicy(self.settings.retrain_every_reviews, self.settings.retrain_interval_s)
+        self.policy = RetrainPolicy(
+            self.settings.retrain_every_reviews, self.settings.retrain_interval_s, self.settings.retrain_growth
+        )
         self.train_config = ModelConfig(
+            classifier=Classifier(self.settings.classifier),
             max_features=self.settings.max_features,
             max_chars=self.settings.max_text_chars,
             holdout_every=self.settings.holdout_every,
@@ -142,6 +144,9 @@ class LabelerService(Service):
             max_chars=self.settings.max_text_chars, holdout_every=self.settings.holdout_every
         )
         self._training = asyncio.Lock()
+        self._reviewed = asyncio.Event()
+        """Set when a review is stored: the schedule is checked at once rather than at the next tick, so a
+        project's first model (and a young one's successor) does not wait a tick while items go unscored."""
         self._untrainable: dict[str, int] = {}
         self.leaks = TrainingLeaks(EXAMPLES)
         """Duplicates of training items: flagged on the proposal, kept out of calibration by the router."""
@@ -268,6 +273,8 @@ class LabelerService(Service):
             await ctx.tx.update_one(EXAMPLES, {"_id": key}, set=fields)
         await self._note_task(ctx.tx, review.project_id, review.task, review.guideline_version, new_review=True)
         ctx.after_commit(REVIEWS.inc)
+        if self.settings.retrain_on_review:
+            ctx.after_commit(self._reviewed.set)
         await unscored.forget(ctx.tx, review.project_id, review.item_id)
         ctx.after_commit(lambda: self.leaks.add(review.project_id, key, review.text))
 
@@ -321,7 +328,8 @@ class LabelerService(Service):
             new_reviews = int(project["new_reviews"])
             if self._untrainable.get(project_id) == new_reviews:
                 continue
-            if not self.policy.due(new_reviews, _seconds_since(project.get("last_trained_at"), now)):
+            since = _seconds_since(project.get("last_trained_at"), now)
+            if not self.policy.due(new_reviews, since, project.get("trained_on")):
                 continue
             if self.stopping.is_set():
                 break
@@ -335,10 +343,17 @@ class LabelerService(Service):
 
     async def _retrain_loop(self) -> None:
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.settings.retrain_check_s)
+            stopping = asyncio.ensure_future(self.stopping.wait())
+            reviewed = asyncio.ensure_future(self._reviewed.wait())
+            try:
+                await asyncio.wait((stopping, reviewed), timeout=self.settings.retrain_check_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                reviewed.cancel()
             if self.stopping.is_set():
                 return
+            self._reviewed.clear()
             try:
                 await self.retrain_due()
             except Exception:
@@ -419,7 +434,11 @@ class LabelerService(Service):
             await tx.update_one(
                 PROJECTS,
                 {"_id": project_id},
-                set={"model_version": version, "last_trained_at": trained_at.isoformat()},
+                set={
+                    "model_version": version,
+                    "last_trained_at": trained_at.isoformat(),
+                    "trained_on": model.trained_on,
+                },
                 inc={"new_reviews": -fitted.counted},
             )
             event = ModelUpdated(

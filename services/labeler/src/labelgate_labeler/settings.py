@@ -62,11 +62,20 @@ class LabelerSettings(BaseSettings):
     retrain_every_reviews: int = Field(
         default=50, ge=1, description="Retrain a project's model once this many new reviews have arrived"
     )
+    retrain_growth: float = Field(
+        default=0.25,
+        ge=0,
+        description="Also retrain once the new reviews reach this share of the examples the model was trained on"
+        " (a young model is refitted often); 0 turns this off",
+    )
     retrain_interval_s: float = Field(
         default=30.0, gt=0, description="Also retrain after this long, if at least one new review arrived"
     )
     retrain_check_s: float = Field(
         default=1.0, gt=0, le=60, description="How often the retraining schedule is checked"
+    )
+    retrain_on_review: bool = Field(
+        default=True, description="Also check the schedule as soon as a review is stored, not only every tick"
     )
     score_waiting_items: bool = Field(
         default=False,
@@ -75,6 +84,9 @@ class LabelerSettings(BaseSettings):
     )
     min_train_examples: int = Field(
         default=20, ge=2, description="Reviewed items (with at least two distinct labels) before a first model"
+    )
+    classifier: Literal["svm", "logistic"] = Field(
+        default="svm", description="The local model's classifier over TF-IDF features: svm or logistic"
     )
     max_features: int = Field(default=50_000, ge=100, description="TF-IDF vocabulary size (words and bigrams)")
     max_text_chars: int = Field(default=20_000, ge=100, description="Texts are cut to this length for the model")

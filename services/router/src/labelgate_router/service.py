@@ -92,6 +92,8 @@ class RouterService(Service):
         self.settings = settings or RouterSettings()
         self._calibrations: dict[str, tuple[int, ProjectCalibration]] = {}
         self._new_outcomes: dict[str, int] = {}
+        self._fitted_on: dict[str, int] = {}
+        """Project → the outcomes its current calibration was fitted on."""
         self._targets: dict[str, float | None] = {}
         self._retarget: set[str] = set()
         self._wakeup = asyncio.Event()
@@ -144,6 +146,7 @@ class RouterService(Service):
             if current is None or current[0] < version:
                 self._calibrations[doc["_id"]] = (version, calibration)
                 self._unreliable[doc["_id"]] = frozenset(doc.get("unreliable_labels") or ())
+                self._fitted_on[doc["_id"]] = int(doc.get("n_outcomes", 0))
                 _export(doc)
 
     async def refit(self, project_id: str) -> FittedCalibration:
@@ -171,6 +174,7 @@ class RouterService(Service):
             await tx.update_one(CALIBRATIONS, {"_id": project_id}, set=doc, upsert=True)
             await tx.insert(CALIBRATION_HISTORY, {**doc, "_id": f"{project_id}/{fitted.version}"})
         self._calibrations[project_id] = (fitted.version, fitted.calibration)
+        self._fitted_on[project_id] = len(docs)
         self._unreliable[project_id] = errors.unreliable_labels
         _export(doc)
         log.info("calibration fitted", extra={
@@ -182,8 +186,17 @@ class RouterService(Service):
 
     def _outcome_recorded(self, project_id: str) -> None:
         self._new_outcomes[project_id] = self._new_outcomes.get(project_id, 0) + 1
-        if self._new_outcomes[project_id] >= self.settings.calibration_every_outcomes:
+        if self._refit_due(project_id, self._new_outcomes[project_id]):
             self._wakeup.set()
+
+    def _refit_due(self, project_id: str, new_outcomes: int) -> bool:
+        """After ``calibration_every_outcomes`` new outcomes, or once they reach ``calibration_growth`` times what
+        the current fit rests on (at least ``calibration_min_samples``): a young calibration, fitted on a few
+        dozen outcomes, is refitted after a handful more, as a young model is retrained."""
+        if new_outcomes >= self.settings.calibration_every_outcomes:
+            return True
+        base = max(self._fitted_on.get(project_id, 0), self.settings.calibration_min_samples)
+        return self.settings.calibration_growth > 0 and new_outcomes >= self.settings.calibration_growth * base
 
     def _note_target(self, project_id: str, target: float | None) -> None:
         """A project's target precision as its newest items carry it; a calibration fitted for another target
@@ -197,13 +210,12 @@ class RouterService(Service):
             self._wakeup.set()
 
     def _due(self, timed: bool) -> set[str]:
-        every = self.settings.calibration_every_outcomes
-        due = {p for p, n in self._new_outcomes.items() if n >= every or (timed and n > 0)}
+        due = {p for p, n in self._new_outcomes.items() if self._refit_due(p, n) or (timed and n > 0)}
         return due | self._retarget
 
     async def _keep_calibrated(self) -> None:
-        """Refit a project after ``calibration_every_outcomes`` new outcomes, or when its target changes, at
-        once; every ``calibration_interval_s``, refit whatever got any new outcome and reload stored fits."""
+        """Refit a project when ``_refit_due`` says so, or when its target changes, at once; every
+        ``calibration_interval_s``, refit whatever got any new outcome and reload stored fits."""
         stopping = asyncio.create_task(self.stopping.wait())
         last_timed = time.monotonic()
         try:

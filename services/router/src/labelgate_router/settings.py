@@ -14,6 +14,8 @@ class RouterSettings(BaseSettings):
     # A project's calibration is refitted after this many new reviewed outcomes, or after this long if any
     # arrived; below ``calibration_min_samples`` scored outcomes the calibrator stays the identity.
     calibration_every_outcomes: int = Field(default=50, ge=1)
+    # ...or once the new outcomes reach this share of those the current fit rests on (0: off).
+    calibration_growth: float = Field(default=0.25, ge=0)
     calibration_interval_s: float = Field(default=30.0, gt=0)
     calibration_min_samples: int = Field(default=30, ge=2)
     # Each step of the isotonic calibration curve is the lower confidence bound (at this level) of its outcomes'
