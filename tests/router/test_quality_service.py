@@ -52,7 +52,9 @@ def submitted(item_id: str, source: str) -> ItemSubmitted:
 
 async def test_a_label_the_ai_gets_wrong_is_reported_and_routed_to_review_on_request(tmp_path: Path) -> None:
     bus = MemoryBus()
-    settings = RouterSettings(calibration_every_outcomes=60, calibration_interval_s=600, unreliable_min_support=20)
+    settings = RouterSettings(
+        calibration_every_outcomes=60, calibration_growth=0, calibration_interval_s=600, unreliable_min_support=20
+    )
     router = build_router(bus, SqliteStore(tmp_path / "router.db"), settings)
     app = FastAPI()
     app.include_router(router_api(router))
@@ -87,7 +89,7 @@ async def test_a_label_the_ai_gets_wrong_is_reported_and_routed_to_review_on_req
 
 async def test_items_that_duplicate_training_items_stay_out_of_calibration(tmp_path: Path) -> None:
     bus = MemoryBus()
-    settings = RouterSettings(calibration_every_outcomes=40, calibration_interval_s=600)
+    settings = RouterSettings(calibration_every_outcomes=40, calibration_growth=0, calibration_interval_s=600)
     router = build_router(bus, SqliteStore(tmp_path / "router.db"), settings)
     await router.start()
     try:

@@ -123,7 +123,7 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None
 
 async def test_router_calibrates_from_outcomes_and_routes_on_a_target_precision(tmp_path: Path) -> None:
     bus = MemoryBus()
-    settings = RouterSettings(calibration_every_outcomes=200, calibration_interval_s=600)
+    settings = RouterSettings(calibration_every_outcomes=200, calibration_growth=0, calibration_interval_s=600)
     router = build_router(bus, SqliteStore(tmp_path / "router.db"), settings)
     target = RoutingPolicy(threshold=0.5, audit_rate=0.0, target_precision=0.95)
     await router.start()
@@ -165,9 +165,33 @@ async def test_router_calibrates_from_outcomes_and_routes_on_a_target_precision(
     assert by_item["elsewhere"].threshold is None
 
 
+async def test_a_young_calibration_is_refitted_after_a_quarter_more_outcomes(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    settings = RouterSettings(
+        calibration_every_outcomes=1000, calibration_growth=0.25, calibration_interval_s=600, calibration_min_samples=30
+    )
+    router = build_router(bus, SqliteStore(tmp_path / "router.db"), settings)
+    await router.start()
+    try:
+        # Below the minimum sample (30) a quarter of it, 8 new outcomes, is due; neither the count (1000) nor the
+        # interval (600 s) would refit within the test.
+        await publish(bus, *(reviewed("p", f"a-{i}", 0.6 + i / 100, i % 4 != 0) for i in range(10)))
+        await eventually(lambda: (router.calibration("p") or (0,))[0] == 1)
+        await publish(bus, *(reviewed("p", f"b-{i}", 0.7 + i / 100, True) for i in range(7)))
+        await eventually(lambda: router._new_outcomes.get("p") == 7)
+        await asyncio.sleep(0.3)
+        assert (router.calibration("p") or (0,))[0] == 1  # 7 < 8: not yet
+        await publish(bus, reviewed("p", "c-0", 0.9, True))
+        await eventually(lambda: (router.calibration("p") or (0,))[0] == 2)
+        fits = await router.store.find("calibration_history", {"project_id": "p"}, sort=[("version", 1)])
+    finally:
+        await router.stop()
+    assert [f["n_outcomes"] for f in fits] == [10, 18]
+
+
 async def test_a_restarted_router_uses_its_stored_calibration(tmp_path: Path) -> None:
     bus = MemoryBus()
-    settings = RouterSettings(calibration_every_outcomes=60, calibration_interval_s=600)
+    settings = RouterSettings(calibration_every_outcomes=60, calibration_growth=0, calibration_interval_s=600)
     router = build_router(bus, SqliteStore(tmp_path / "router.db"), settings)
     await router.start()
     try:
