@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from labelgate_quality.calibration import Method
 from labelgate_router.calibration import calibration_from_doc, fit_from_outcomes, reviewed_outcomes
 
 pytestmark = pytest.mark.unit
@@ -33,6 +34,22 @@ def test_calibration_of_an_overconfident_model_lowers_its_calibration_error() ->
     assert fitted.ece_calibrated < fitted.ece_raw / 2
     # A raw 0.9 is right about 0.9 ** 4 = 66% of the time: the calibrated value says so.
     assert 0.5 < fitted.calibration.calibrate(0.9) < 0.8
+
+
+@pytest.mark.parametrize("method", [Method.platt, Method.identity])
+def test_other_calibration_methods(method: Method) -> None:
+    fitted = fit_from_outcomes("p", overconfident(600), version=1, target_precision=0.6, min_samples=30,
+                               fitted_at=0.0, method=method)
+    assert fitted.calibration.overall.method is method
+    if method is Method.identity:  # the raw confidence is used as it is, and judged the same way
+        assert fitted.calibration.calibrate(0.9) == 0.9
+        assert fitted.ece_calibrated == fitted.ece_raw
+    else:
+        assert 0.5 < fitted.calibration.calibrate(0.9) < 0.8
+        assert fitted.ece_calibrated is not None
+        assert fitted.ece_raw is not None
+        assert fitted.ece_calibrated < fitted.ece_raw / 2
+    assert fitted.calibration.threshold is not None
 
 
 def test_stored_document_round_trips_and_keeps_the_reliability_curves() -> None:

@@ -6,7 +6,7 @@ probability the classifier gives (for the SVM, its margin through Platt scaling 
 the training examples), which the router calibrates again on reviewed items. What decides the choice is how
 well confidence *ranks* right above wrong, because the router auto-accepts from the top of that ranking: on the
 SpamAssassin corpus, trained on 600 random emails, the margins of the SVM rank well enough that 93% of the
-remaining emails can be auto-accepted at 99.5% precision, against 81% for logistic regression's probabilities
+remaining emails can be auto-accepted at 99.5% precision, against 79% for logistic regression's probabilities
 (benchmarks/README.md, "The local model's classifier").
 
 Pure domain code (scikit-learn and numpy only). Training is CPU-bound and synchronous: callers run it in a

@@ -58,8 +58,8 @@ class ModelVersion:
 
 
 class LocalModelProvider:
-    """The offline provider: one model per project, held in memory: TF-IDF + logistic regression for
-    classification, a CRF for entities.
+    """The offline provider: one model per project, held in memory: TF-IDF + a linear classifier (an SVM by
+    default) for classification and multi-label, a CRF for entities.
 
     A project without a model (cold start), or whose model was trained for another task type, gets a
     proposal with no labels and no confidence, so a human labels it and the model learns from that."""

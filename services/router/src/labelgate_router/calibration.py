@@ -13,6 +13,7 @@ import numpy as np
 
 from labelgate_quality.calibration import (
     ConfidenceBin,
+    Method,
     ProjectCalibration,
     ReviewedOutcome,
     expected_calibration_error,
@@ -88,18 +89,19 @@ def fit_from_outcomes(
     fitted_at: float,
     n_bins: int = 10,
     bound_level: float | None = None,
+    method: Method = Method.isotonic,
 ) -> FittedCalibration:
-    """Fit the project's calibration (isotonic; thresholds on out-of-fold calibrated confidences) and measure
+    """Fit the project's calibration (``method``; thresholds on out-of-fold calibrated confidences) and measure
     its reliability: the curve and ECE of the raw confidences, and of the out-of-fold calibrated ones."""
     outcomes = reviewed_outcomes(docs)
     calibration = fit_project_calibration(
-        outcomes, target_precision=target_precision, min_samples=min_samples, n_bins=n_bins,
+        outcomes, method=method, target_precision=target_precision, min_samples=min_samples, n_bins=n_bins,
         bound_level=bound_level,
     )
     raw = np.array([o.confidence for o in outcomes], dtype=np.float64)
     right = np.array([o.correct for o in outcomes], dtype=bool)
     oof = (
-        out_of_fold_calibrated(raw, right, min_samples=min_samples, bound_level=bound_level)
+        out_of_fold_calibrated(raw, right, method=method, min_samples=min_samples, bound_level=bound_level)
         if calibration.overall.fitted
         else raw
     )

@@ -30,7 +30,7 @@ from labelgate_core.events import (
 from labelgate_core.service import Service
 from labelgate_core.store.port import Doc, DuplicateKeyError, Index
 from labelgate_core.topics import encode, headers_for
-from labelgate_quality.calibration import ProjectCalibration
+from labelgate_quality.calibration import Method, ProjectCalibration
 
 from .calibration import FittedCalibration, calibration_from_doc, fit_from_outcomes
 from .correctness import ai_was_right
@@ -163,7 +163,7 @@ class RouterService(Service):
         fitted = await asyncio.to_thread(
             fit_from_outcomes, project_id, clean, version=0, target_precision=target,
             min_samples=self.settings.calibration_min_samples, fitted_at=time.time(),
-            bound_level=self.settings.calibration_bound_level,
+            bound_level=self.settings.calibration_bound_level, method=Method(self.settings.calibration_method),
         )
         fitted = dataclasses.replace(fitted, n_outcomes=len(docs))
         errors = await asyncio.to_thread(self._systematic, docs, {}, leaked)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +20,10 @@ class RouterSettings(BaseSettings):
     calibration_growth: float = Field(default=0.25, ge=0)
     calibration_interval_s: float = Field(default=30.0, gt=0)
     calibration_min_samples: int = Field(default=30, ge=2)
+    # How raw confidence maps to P(correct): a step function (isotonic) or a logistic curve (platt), both fitted on
+    # the reviewed outcomes, or none (identity) for a model whose confidence is calibrated already, as the local
+    # model's Platt-scaled one is; reliability, ECE and target-precision thresholds are measured the same way.
+    calibration_method: Literal["isotonic", "platt", "identity"] = "isotonic"
     # Each step of the isotonic calibration curve is the lower confidence bound (at this level) of its outcomes'
     # accuracy, so that a step resting on few outcomes does not read as certainty; None: the plain accuracy.
     calibration_bound_level: float | None = Field(default=None, ge=0.5, lt=1.0)
