@@ -238,3 +238,15 @@ def test_retrain_policy(new_reviews: int, since: float | None, due: bool) -> Non
 def test_retrain_policy_refits_a_young_model_sooner(new_reviews: int, trained_on: int | None, due: bool) -> None:
     policy = RetrainPolicy(every_reviews=50, interval_s=30.0, growth=0.25)
     assert policy.due(new_reviews, 1.0, trained_on) is due
+
+
+@pytest.mark.parametrize("classifier", list(Classifier))
+def test_the_same_examples_make_the_same_model(classifier: Classifier) -> None:
+    # A restarted labeler rebuilds its model from the stored examples and keeps the version number: it must be
+    # the very same model.
+    texts, labels = single_label_set(15)
+    config = ModelConfig(classifier=classifier)
+    first = train(texts, labels, TaskType.classification, config=config)
+    second = train(texts, labels, TaskType.classification, config=config)
+    probe, _ = single_label_set(4, seed=7)
+    assert [p.scores for p in first.predict_many(probe)] == [p.scores for p in second.predict_many(probe)]
