@@ -317,3 +317,24 @@ async def test_reviewed_spans_are_shown_as_the_answers_of_entity_examples(
         {"text": "Bob Jones", "start": 0, "end": 9, "type": "PER"},
         {"text": "Oslo", "start": 19, "end": 23, "type": "LOC"},
     ]}
+
+
+async def test_a_copy_of_a_reviewed_item_labeled_by_the_language_model_is_flagged_as_a_leak(
+    bus: MemoryBus, scored: Scored, served: ServedDouble, tmp_path: Path
+) -> None:
+    # Reviewed items are the few-shot pool: the model may have seen the very answer in its prompt.
+    service = await started(bus, tmp_path / "l.db", llm_settings(served.base_url))
+    try:
+        await publish(bus, review("please refund the double charge on my card", "billing"),
+                      review("my parcel never arrived at the warehouse", "shipping"))
+        await until(lambda: _count(service, "examples", 2), "reviews stored")
+        copy = item("PLEASE REFUND THE DOUBLE CHARGE ON MY CARD")
+        fresh = item("which courier carries parcels abroad and what does it cost")
+        await publish(bus, copy, fresh)
+        events = await scored.take(2)
+    finally:
+        await service.stop()
+    by_item = {e.item_id: e.proposal for e in events}
+    assert by_item[copy.item_id].confidence is not None
+    assert by_item[copy.item_id].leakage == "exact"
+    assert by_item[fresh.item_id].leakage is None

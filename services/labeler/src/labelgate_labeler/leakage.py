@@ -1,6 +1,7 @@
 """Leakage checks of the labeler: is an item to label an exact or near duplicate of an item the project's model
-learned from (its reviewed items)? Such a proposal repeats a memorised answer; it is flagged on the proposal so
-that the router keeps it out of calibration and reports it.
+learned from (its reviewed items), or that a language model may have been shown as a few-shot example (drawn
+from the same reviewed items)? Such a proposal repeats a memorised answer; it is flagged on the proposal, on
+both the local-model and the language-model path, so that the router keeps it out of calibration and reports it.
 
 One index per project, held in memory: loaded from the stored examples at start-up, then grown by each
 committed review."""

@@ -169,6 +169,7 @@ class LabelerService(Service):
                     budget_recheck_s=s.llm_budget_recheck_s,
                 ),
                 observe=_observe,
+                leakage=self.leaks.check,
             )
 
     # -- wiring ------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from labelgate_core.errors import PermanentError, RetriableError
 from labelgate_core.events import ItemSubmitted, LabelScored, Proposal, new_id, utcnow
@@ -64,6 +64,7 @@ class RemoteLabeling:
         budget: Budget,
         settings: JobSettings | None = None,
         observe: Callable[[Proposal, float], None] = lambda proposal, elapsed: None,
+        leakage: Callable[[str, str], Literal["exact", "near"] | None] = lambda project_id, text: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -72,6 +73,9 @@ class RemoteLabeling:
         self.budget = budget
         self.settings = settings or JobSettings()
         self.observe = observe
+        self.leakage = leakage
+        """(project, text) → ``exact`` or ``near`` when the text duplicates one of the project's reviewed items,
+        the pool its few-shot examples are drawn from."""
         self.clock = clock
         self._wake = asyncio.Event()
 
@@ -194,6 +198,8 @@ class RemoteLabeling:
                                 error=f"{type(exc).__name__}: {exc}"[:500])
         elapsed = time.perf_counter() - started
         proposal = proposal.model_copy(update={"latency_ms": elapsed * 1000.0})
+        if proposal.confidence is not None and (leak := self.leakage(item.project_id, item.text)) is not None:
+            proposal = proposal.model_copy(update={"leakage": leak})
         await self._complete(job, item, proposal, members, agreement)
         self.observe(proposal, elapsed)
 
